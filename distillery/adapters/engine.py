@@ -1,0 +1,147 @@
+"""The generation engine: vLLM's offline `LLM`, opened lazily and reused.
+
+Nothing here runs at import. An engine is created on first use by a task run
+and kept for later task runs in the same process that ask for the same
+settings (the judge reuses the teacher's engine; tests share one engine).
+Asking for different settings closes the previous engine first, so two models
+never sit in memory unless DISTILLERY_MAX_ENGINES allows it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from distillery.adapters.models import resolve_model
+from distillery.errors import DistilleryError
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    model: str  # recipe name; resolved to a folder or hub id when opened
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.5
+    tensor_parallel_size: int = 1
+
+    @classmethod
+    def from_teacher(cls, teacher: Any, model: str | None = None) -> "EngineSpec":
+        return cls(
+            model=model or teacher.model,
+            dtype=teacher.dtype,
+            max_model_len=teacher.max_model_len,
+            gpu_memory_utilization=teacher.gpu_memory_utilization,
+            tensor_parallel_size=teacher.tensor_parallel_size,
+        )
+
+
+class EngineError(DistilleryError, RuntimeError):
+    """The engine could not start or refused a request; the message says why."""
+
+
+def _cpu_defaults() -> None:
+    # Without a GPU, vLLM sizes its KV cache from this variable (GiB); its
+    # default did not start on 24 GiB machines with 2 cores.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM's engine core runs in a child process; fork after threads is unsafe.
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+
+
+class Engine:
+    """One vLLM LLM plus the batch calls the tasks need."""
+
+    def __init__(self, spec: EngineSpec):
+        _cpu_defaults()
+        from vllm import LLM  # heavy: imported only when an engine is opened
+
+        self.spec = spec
+        self.model_path = resolve_model(spec.model)
+        try:
+            self.llm = LLM(
+                model=self.model_path,
+                dtype=spec.dtype,
+                max_model_len=spec.max_model_len,
+                gpu_memory_utilization=spec.gpu_memory_utilization,
+                tensor_parallel_size=spec.tensor_parallel_size,
+                seed=0,
+            )
+        except Exception as err:
+            raise EngineError(f"vLLM could not open {spec.model} ({self.model_path}): {err.__class__.__name__}: {str(err)[:500]}") from err
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def count_prompt_tokens(self, conversations: list[list[dict]]) -> list[int]:
+        """Prompt lengths with the chat template applied, as LLM.chat will see them."""
+        return [
+            len(self.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=False))
+            for conv in conversations
+        ]
+
+    def chat(
+        self, conversations: list[list[dict]], sampling: dict, regex: str | None = None
+    ) -> list[list[dict]]:
+        """One LLM.chat call for the whole batch; per conversation, its n completions."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if not conversations:
+            return []
+        structured = StructuredOutputsParams(regex=regex) if regex else None
+        params = SamplingParams(**sampling, structured_outputs=structured)
+        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        return [
+            [
+                {
+                    "response": c.text,
+                    "finish_reason": c.finish_reason,
+                    "prompt_tokens": len(out.prompt_token_ids or []),
+                    "completion_tokens": len(c.token_ids),
+                    "sample_index": c.index,
+                }
+                for c in out.outputs
+            ]
+            for out in outputs
+        ]
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None
+        gc.collect()
+
+
+_engines: OrderedDict[EngineSpec, Engine] = OrderedDict()
+_lock = threading.Lock()
+
+
+def get_engine(spec: EngineSpec) -> Engine:
+    """The process's engine for `spec`, opened on first use."""
+    limit = max(1, int(os.environ.get("DISTILLERY_MAX_ENGINES", "1")))
+    with _lock:
+        if spec in _engines:
+            _engines.move_to_end(spec)
+            return _engines[spec]
+        while len(_engines) >= limit:
+            _, old = _engines.popitem(last=False)
+            old.close()
+        engine = Engine(spec)
+        _engines[spec] = engine
+        return engine
+
+
+def close_engines() -> None:
+    with _lock:
+        while _engines:
+            _engines.popitem()[1].close()
+
+
+def describe(spec: EngineSpec) -> dict:
+    return asdict(spec)

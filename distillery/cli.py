@@ -1,0 +1,99 @@
+"""`distillery` command line: run a recipe, inspect a dataset, prepare the default model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from distillery.errors import DistilleryError
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed run's traceback; for input errors the message is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DistilleryError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    flt = _NoTracebackForUserErrors()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(flt)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from distillery.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    from flows.distill import distill  # imports Prefect: only once the recipe is valid
+
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    _quiet_user_errors()
+    result = distill(recipe)
+    from distillery.report import format_summary
+
+    print(f"\ndataset: {result['output']}  (run {result['run_id']})")
+    print(format_summary(result["summary"]))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from distillery.inspect import inspect_dataset
+
+    report, ok = inspect_dataset(args.output, rows=args.rows)
+    print(report)
+    return 0 if ok else 1
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> int:
+    from distillery.adapters.models import prepare_default_model
+
+    print(prepare_default_model())
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from distillery.recipe import Recipe
+
+    print(json.dumps(Recipe.model_json_schema(), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distillery", description="Build distillation datasets with a teacher model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the distill flow on a recipe")
+    run.add_argument("recipe", nargs="?", help="recipe YAML (defaults apply when omitted)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field, e.g. sampling.temperature=0.2")
+    run.set_defaults(func=cmd_run)
+    ins = sub.add_parser("inspect", help="summarize a dataset and check it against its manifest")
+    ins.add_argument("output", help="dataset folder or URI")
+    ins.add_argument("--rows", type=int, default=3, help="sample rows to print")
+    ins.set_defaults(func=cmd_inspect)
+    prep = sub.add_parser("prepare-model", help="convert the shipped default model to safetensors (once)")
+    prep.set_defaults(func=cmd_prepare_model)
+    schema = sub.add_parser("recipe-schema", help="print the recipe's JSON schema")
+    schema.set_defaults(func=cmd_schema)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DistilleryError as err:
+        print(f"distillery: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

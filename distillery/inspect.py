@@ -1,0 +1,48 @@
+"""`distillery inspect`: read a dataset through its manifest and check it."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+
+import pyarrow.parquet as pq
+
+from distillery.adapters.storage import StorageError, open_dataset
+from distillery.report import MANIFEST, format_summary, verify_manifest
+from distillery.shards import sha256_bytes
+
+
+def inspect_dataset(uri: str, rows: int = 3) -> tuple[str, bool]:
+    """A printable report and whether the dataset agrees with its manifest."""
+    ds = open_dataset(uri)
+    if not ds.exists(MANIFEST):
+        raise StorageError(f"{uri}: no {MANIFEST}; the build did not finish or this is not a distillery dataset (rerun `distillery run`)")
+    try:
+        manifest = json.loads(ds.read(MANIFEST))
+    except json.JSONDecodeError as err:
+        raise StorageError(f"{uri}/{MANIFEST}: not valid JSON ({err.msg}); rerun the build") from None
+    paths = set(ds.list("data") + ds.list("rejected"))
+    paths |= {e["path"] for e in manifest.get("shards", []) + manifest.get("rejected_shards", [])}
+    files = {p: (ds.read(p) if ds.exists(p) else None) for p in sorted(paths) if p.endswith(".parquet")}
+    problems = verify_manifest(manifest, files, sha256_bytes)
+    for entry in manifest.get("shards", []) + manifest.get("rejected_shards", []):
+        data = files.get(entry["path"])
+        if data is not None and pq.ParquetFile(io.BytesIO(data)).metadata.num_rows != entry["rows"]:
+            problems.append(f"{entry['path']}: row count differs from the manifest's {entry['rows']}")
+
+    lines = [f"dataset {manifest.get('name')} at {uri} (run {manifest.get('run_id')}, {manifest.get('created_at')})"]
+    lines.append(f"shards: {len(manifest['shards'])} ({manifest['rows']} rows), rejected shards: {len(manifest['rejected_shards'])} ({manifest['rejected_rows']} rows)")
+    lines.append(format_summary(manifest["summary"]))
+    if manifest["shards"] and files.get(manifest["shards"][0]["path"]):
+        table = pq.read_table(io.BytesIO(files[manifest["shards"][0]["path"]]))
+        for row in table.slice(0, rows).to_pylist():
+            lines.append(f"--- {row['id']} (seed {row['seed_id']}, judge {row['judge_score']})")
+            lines.append("Q: " + textwrap.shorten(row["prompt"], 200))
+            lines.append("A: " + textwrap.shorten(row["response"], 300))
+    if problems:
+        lines.append("PROBLEMS:")
+        lines += [f"  {p}" for p in problems]
+    else:
+        lines.append("manifest check: OK")
+    return "\n".join(lines), not problems

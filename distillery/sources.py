@@ -1,0 +1,151 @@
+"""Seed parsing: bytes of a JSONL / JSON / CSV / Parquet file -> seed rows.
+
+Pure logic: the caller reads the bytes (see adapters.storage). Unusable
+records are returned as rejects with a reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from distillery.errors import DistilleryError
+
+FORMATS = ("jsonl", "json", "csv", "parquet")
+_EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class SourceError(DistilleryError, ValueError):
+    """The source as a whole is unusable; the message names it and what to do."""
+
+
+@dataclass
+class ParsedSource:
+    seeds: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.seeds) + len(self.rejects)
+
+
+def detect_format(uri: str, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    lower = uri.lower()
+    for ext, name in _EXT.items():
+        if lower.endswith(ext) or lower.endswith(ext + ".gz"):
+            return name
+    raise SourceError(f"{uri}: cannot tell the format from the extension; set source.format to one of {', '.join(FORMATS)}")
+
+
+def get_path(record: dict, path: str) -> Any:
+    """Follow a dotted path ('instances.0.input') into nested dicts and lists."""
+    node: Any = record
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def _has_path(records: list[dict], path: str) -> bool:
+    return any(get_path(r, path) is not _MISSING for r in records if isinstance(r, dict))
+
+
+def _records_jsonl(data: bytes) -> tuple[list[tuple[int, dict]], list[dict]]:
+    ok, bad = [], []
+    for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            bad.append(_reject(f"line-{lineno}", "malformed_json", f"line {lineno}: {err.msg} at column {err.colno}", line))
+            continue
+        if not isinstance(rec, dict):
+            bad.append(_reject(f"line-{lineno}", "malformed_json", f"line {lineno}: expected a JSON object, got {type(rec).__name__}", line))
+            continue
+        ok.append((lineno, rec))
+    return ok, bad
+
+
+def _records_table(data: bytes, fmt: str, uri: str) -> list[tuple[int, dict]]:
+    try:
+        if fmt == "csv":
+            frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
+        elif fmt == "parquet":
+            frame = pl.read_parquet(io.BytesIO(data))
+        else:
+            loaded = json.loads(data)
+            if isinstance(loaded, dict):
+                loaded = next((v for v in loaded.values() if isinstance(v, list)), None)
+            if not isinstance(loaded, list):
+                raise SourceError(f"{uri}: a JSON source must be a list of objects (or an object holding one); use JSONL for one object per line")
+            return [(i, r) for i, r in enumerate(loaded, start=1)]
+    except SourceError:
+        raise
+    except Exception as err:  # polars / json raise many types for corrupt files
+        raise SourceError(f"{uri}: cannot be read as {fmt} ({err.__class__.__name__}: {str(err)[:200]}); check the file or set source.format") from None
+    return list(enumerate(frame.to_dicts(), start=1))
+
+
+def _reject(seed_id: str, reason: str, detail: str, raw: Any) -> dict:
+    raw_text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+    return {"seed_id": seed_id, "stage": "load", "reason": reason, "detail": detail, "raw": raw_text}
+
+
+def _text(value: Any) -> str | None:
+    if value is _MISSING or value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def parse_source(
+    data: bytes,
+    uri: str,
+    fmt: str = "auto",
+    instruction_column: str = "instruction",
+    input_column: str | None = None,
+    id_column: str | None = None,
+    limit: int | None = None,
+) -> ParsedSource:
+    """Turn a seed file's bytes into seed rows {seed_id, instruction, input}."""
+    fmt = detect_format(uri, fmt)
+    if fmt == "jsonl":
+        records, rejects = _records_jsonl(data)
+    else:
+        records, rejects = _records_table(data, fmt, uri), []
+    if limit is not None:
+        records = records[:limit]
+    dicts = [r for _, r in records if isinstance(r, dict)]
+    for column, option in ((instruction_column, "instruction_column"), (input_column, "input_column"), (id_column, "id_column")):
+        if column and dicts and not _has_path(dicts, column):
+            found = ", ".join(sorted(dicts[0].keys())[:12])
+            raise SourceError(f"{uri}: column {column!r} not found (source.{option}); columns there: {found}")
+    out = ParsedSource(rejects=rejects)
+    for pos, rec in records:
+        seed_id = _text(get_path(rec, id_column)) if id_column else None
+        seed_id = seed_id or f"row-{pos}"
+        instruction = _text(get_path(rec, instruction_column))
+        if instruction is None or not instruction.strip():
+            out.rejects.append(_reject(seed_id, "empty_prompt", f"{instruction_column!r} is empty or missing", rec))
+            continue
+        extra = _text(get_path(rec, input_column)) if input_column else None
+        out.seeds.append({"seed_id": seed_id, "instruction": instruction.strip(), "input": (extra or "").strip()})
+    return out

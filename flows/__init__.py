@@ -1,0 +1,1 @@
+"""Prefect flows. `distill` builds a dataset from a recipe."""
