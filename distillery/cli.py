@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -38,8 +39,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging()
     _quiet_user_errors()
-    result = distill(recipe)
+    from distillery.adapters.engine import close_engines
     from distillery.report import format_summary
+
+    try:
+        result = distill(recipe)
+    finally:
+        close_engines()
 
     print(f"\ndataset: {result['output']}  (run {result['run_id']})")
     print(format_summary(result["summary"]))
@@ -87,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The ephemeral Prefect server phones home unless told not to; these
+    # machines may have no route out, and a data tool should not call out anyway.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -18,7 +18,7 @@ JUDGE_SYSTEM = (
 
 # Score first: a rationale cut short by max_tokens still leaves a usable score.
 JUDGE_REGEX = r"Score: (10|[1-9])\nRationale: [^\n]{8,600}"
-_PARSE = re.compile(r"score\s*[:=]\s*(\d{1,2})(?:\s*/\s*10)?\s*(?:\n+\s*rationale\s*[:=]\s*(.*))?", re.IGNORECASE | re.DOTALL)
+_PARSE = re.compile(r"score\s*[:=]\s*(\d{1,2})\b(?:\s*/\s*10)?\s*(?:rationale\s*[:=]\s*(.*))?", re.IGNORECASE | re.DOTALL)
 
 
 def judge_messages(rubric: str, prompt: str, response: str) -> list[dict]:

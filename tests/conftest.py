@@ -1,0 +1,44 @@
+"""Shared fixtures. Engine tests share the process's one vLLM engine (it takes
+tens of seconds to start), so every flow run here uses the same teacher settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT / "data" / "self_instruct_seed_tasks.jsonl"
+
+# Prefect's ephemeral API keeps its SQLite database under PREFECT_HOME: keep the
+# suite's runs out of the user's own.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="distillery-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def read_seeds() -> list[dict]:
+    return [json.loads(line) for line in SEEDS.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def seed_records() -> list[dict]:
+    records = read_seeds()
+    assert len(records) == 175, "the shared Self-Instruct seed file should hold 175 tasks"
+    return records
+
+
+def tiny_recipe_dict(seed_uri: str, out_uri: str) -> dict:
+    """Short answers on a handful of seeds; the teacher settings are the ones every engine test shares."""
+    return {
+        "name": "test-build",
+        "source": {"uri": seed_uri, "instruction_column": "instruction", "input_column": "instances.0.input", "id_column": "id"},
+        "teacher": {"max_model_len": 2048, "batch_size": 64},
+        "sampling": {"temperature": 0.0, "max_tokens": 24, "seed": 0},
+        "dedup": {"field": "prompt", "ngram": 3, "num_perm": 128, "threshold": 0.8},
+        "judge": {"max_tokens": 32, "min_score": 1},
+        "output": {"uri": out_uri, "rows_per_shard": 4},
+    }

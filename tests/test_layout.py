@@ -1,0 +1,45 @@
+"""The house split: pure logic imports no Prefect, vLLM or fsspec."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PURE = ["recipe", "sources", "prompts", "dedup", "judge", "schema", "shards", "report", "generation", "errors"]
+HEAVY = ("prefect", "vllm", "fsspec", "s3fs", "torch")
+
+
+def test_pure_modules_import_no_heavy_packages():
+    code = (
+        "import sys\n"
+        + "".join(f"import distillery.{m}\n" for m in PURE)
+        + f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_importing_the_flow_opens_no_engine():
+    code = "import sys, flows.distill\nprint('vllm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_required_layout():
+    for name in ("pyproject.toml", "flows", "tasks", "deployments", "tests", "infra", "README.md", "Makefile", ".ci/run"):
+        assert (ROOT / name).exists(), name
+
+
+def test_deployment_declares_the_flow_with_a_valid_recipe():
+    import yaml
+
+    from distillery.recipe import Recipe
+
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    for dep in spec["deployments"]:
+        path, func = dep["entrypoint"].split(":")
+        assert (ROOT / path).is_file()
+        module = __import__(path[:-3].replace("/", "."), fromlist=[func])
+        assert getattr(module, func).name == "distill"
+        Recipe.model_validate(dep["parameters"]["recipe"])
+        assert all(s["active"] is False for s in dep.get("schedules", []))

@@ -1,0 +1,64 @@
+import json
+
+import polars as pl
+import pytest
+
+from distillery.sources import SourceError, parse_source
+
+from conftest import SEEDS
+
+
+def parse(data: bytes, uri="seeds.jsonl", **kw):
+    kw.setdefault("instruction_column", "instruction")
+    return parse_source(data, uri, **kw)
+
+
+def test_real_seed_file_parses_every_task():
+    parsed = parse(SEEDS.read_bytes(), input_column="instances.0.input", id_column="id")
+    assert parsed.rows_in == 175 and len(parsed.seeds) == 175 and not parsed.rejects
+    by_id = {s["seed_id"]: s for s in parsed.seeds}
+    assert by_id["seed_task_1"]["input"] == "Night : Day :: Right : Left"
+    assert by_id["seed_task_0"]["input"] == ""
+    assert by_id["seed_task_0"]["instruction"].startswith("Is there anything I can eat")
+
+
+def test_malformed_and_empty_rows_are_quarantined_not_dropped(seed_records):
+    lines = [json.dumps(r) for r in seed_records[:5]]
+    lines.insert(2, '{"id": "broken", "instruction": "unterminated')
+    lines.append(json.dumps({"id": "blank", "instruction": "   ", "instances": []}))
+    lines.append("[1, 2, 3]")
+    parsed = parse("\n".join(lines).encode(), input_column="instances.0.input", id_column="id")
+    assert parsed.rows_in == 8
+    assert len(parsed.seeds) == 5
+    reasons = {(r["seed_id"], r["reason"]) for r in parsed.rejects}
+    assert reasons == {("line-3", "malformed_json"), ("blank", "empty_prompt"), ("line-8", "malformed_json")}
+    broken = next(r for r in parsed.rejects if r["seed_id"] == "line-3")
+    assert "unterminated" in broken["raw"] and "line 3" in broken["detail"]
+
+
+def test_wrong_column_names_the_column_and_lists_the_real_ones():
+    with pytest.raises(SourceError) as err:
+        parse(SEEDS.read_bytes(), instruction_column="prompt")
+    msg = str(err.value)
+    assert "'prompt' not found" in msg and "instruction" in msg and "seeds.jsonl" in msg
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_other_formats_give_the_same_seeds(seed_records, tmp_path, fmt):
+    flat = [{"id": r["id"], "instruction": r["instruction"], "input": r["instances"][0]["input"]} for r in seed_records[:20]]
+    path = tmp_path / f"seeds.{fmt}"
+    frame = pl.DataFrame(flat)
+    {"csv": frame.write_csv, "parquet": frame.write_parquet, "json": lambda p: p.write_text(json.dumps(flat))}[fmt](path)
+    parsed = parse(path.read_bytes(), str(path), input_column="input", id_column="id")
+    assert [s["seed_id"] for s in parsed.seeds] == [r["id"] for r in flat]
+    assert [s["input"] for s in parsed.seeds] == [r["input"] for r in flat]
+
+
+def test_unknown_extension_asks_for_a_format():
+    with pytest.raises(SourceError, match="source.format"):
+        parse(b"x", "seeds.txt")
+
+
+def test_limit_keeps_the_first_records():
+    parsed = parse(SEEDS.read_bytes(), limit=7, id_column="id")
+    assert [s["seed_id"] for s in parsed.seeds] == [f"seed_task_{i}" for i in range(7)]
