@@ -42,3 +42,13 @@ def tiny_recipe_dict(seed_uri: str, out_uri: str) -> dict:
         "judge": {"max_tokens": 32, "min_score": 1},
         "output": {"uri": out_uri, "rows_per_shard": 4},
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_engines_at_exit():
+    """Shut the shared engine down while logging still works, not at interpreter exit."""
+    yield
+    import sys
+
+    if "distillery.adapters.engine" in sys.modules:
+        sys.modules["distillery.adapters.engine"].close_engines()

