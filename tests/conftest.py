@@ -52,3 +52,13 @@ def _close_engines_at_exit():
 
     if "distillery.adapters.engine" in sys.modules:
         sys.modules["distillery.adapters.engine"].close_engines()
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API (a temporary server on 127.0.0.1 with its own database)
+    for the flows run in this process, stopped cleanly when the session ends."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

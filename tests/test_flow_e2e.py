@@ -45,7 +45,7 @@ def run_build(seed_file: Path, out: Path, **changes) -> dict:
 
 
 @pytest.fixture(scope="module")
-def build(seed_file, tmp_path_factory):
+def build(prefect_api, seed_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("build") / "ds"
     return run_build(seed_file, out), out
 
@@ -140,7 +140,7 @@ def test_manifest_and_card(build):
     assert "smollm2-135m-instruct" in card and str(result["summary"]["kept"]) in card
 
 
-def test_rerun_gives_the_same_ids_and_replaces_shards(build, seed_file):
+def test_rerun_gives_the_same_ids_and_replaces_shards(prefect_api, build, seed_file):
     first, out = build
     ids = sorted(r["id"] for r in read_parts(out, "data"))
     again = run_build(seed_file, out, output={"rows_per_shard": 1000})
