@@ -1,8 +1,12 @@
-"""Exact and MinHash-LSH near-duplicate removal. Pure logic (datasketch, numpy).
+"""Exact and MinHash-LSH near-duplicate removal, streaming. Pure logic.
 
-Order matters and is deterministic: rows are visited in input order, and the
-first row of a group is kept; later members are rejected with the id of the
-row they duplicate as their cluster.
+Rows arrive in batches (`Deduplicator.add`); only ids, an exact-text key and
+a uint32 signature per row are kept, so memory grows with the row count, not
+with the text. `finish()` turns LSH buckets into candidate pairs, keeps the
+pairs whose estimated Jaccard reaches the threshold, joins them (and exact
+matches) into clusters by connected components, and picks one representative
+per cluster: a row already in the cross-run index, else the highest judge
+score, else the smallest id.
 """
 
 from __future__ import annotations
@@ -11,11 +15,37 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+import numpy as np
+from datasketch import LeanMinHash, MinHashLSH
+
+from distillery.errors import DistilleryError
+from distillery.minhash import encode_batch, permutations, signature_batch, signatures
 
 _WS = re.compile(r"\s+")
-_WORD = re.compile(r"\w+", re.UNICODE)
+_CHUNK = 1 << 16  # signature rows per storage chunk
+_PAIR_ALL_UP_TO = 16  # buckets up to this size compare every pair; larger ones chain
+
+
+class DedupError(DistilleryError, ValueError):
+    """Dedup settings that cannot work together (e.g. an index built differently)."""
+
+
+@dataclass(frozen=True)
+class DedupParams:
+    num_perm: int = 128
+    threshold: float = 0.8
+    ngram: int = 5
+    shingle: str = "word"  # or "char"
+    seed: int = 1
+
+    def check_index(self, other: "DedupParams", where: str) -> None:
+        mine, theirs = asdict(self), asdict(other)
+        fields = [k for k in ("num_perm", "ngram", "shingle", "seed") if mine[k] != theirs[k]]
+        if fields:
+            diff = ", ".join(f"{k}={theirs[k]!r} there vs {mine[k]!r} here" for k in fields)
+            raise DedupError(f"dedup index {where} was built with different settings ({diff}); use matching settings or a new index")
 
 
 def normalize(text: str) -> str:
@@ -23,70 +53,217 @@ def normalize(text: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def dedup_text(row: dict, field: str) -> str:
+def exact_key(text: str) -> bytes:
+    return hashlib.blake2b(normalize(text).encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def _band_key(data: bytes) -> bytes:
+    # 8 bytes per bucket key instead of r*8: a third of the LSH's memory at 1M rows.
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+@dataclass
+class DedupResult:
+    ids: list[str]
+    representative: np.ndarray  # per row: index of its cluster's representative
+    reason: list[str | None]  # None kept; else exact_duplicate / near_duplicate / missing_field / empty_field
+    similarity: np.ndarray  # estimated Jaccard with the representative (1.0 for exact)
+    n_index: int  # the first n_index rows came from the index
+    non_utf8_replaced: int
+
+    def rows(self) -> range:
+        return range(self.n_index, len(self.ids))
+
+
+class Deduplicator:
+    def __init__(self, params: DedupParams, batch: int = 64):
+        self.params = params
+        self.batch = batch
+        self.a, self.b = permutations(params.num_perm, params.seed)
+        self.lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm, hashfunc=_band_key)
+        self._session = self.lsh.insertion_session(buffer_size=50_000)
+        self.ids: list[str] = []
+        self.scores: list[float | None] = []
+        self._chunks: list[np.ndarray] = []
+        self._exact: dict[bytes, int] = {}
+        self._exact_of: dict[int, int] = {}
+        self._invalid: dict[int, str] = {}
+        self.n_index = 0
+        self.non_utf8_replaced = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def signature(self, i: int) -> np.ndarray:
+        return self._chunks[i // _CHUNK][i % _CHUNK]
+
+    def _store(self, sigs: np.ndarray, rows: Sequence[int]) -> None:
+        for sig, i in zip(sigs, rows):
+            while i // _CHUNK >= len(self._chunks):
+                self._chunks.append(np.zeros((_CHUNK, self.params.num_perm), dtype=np.uint32))
+            self._chunks[i // _CHUNK][i % _CHUNK] = sig
+            self._session.insert(i, LeanMinHash(seed=self.params.seed, hashvalues=sig))
+
+    def add_index(self, ids: Sequence[str], keys: Sequence[bytes], sigs: np.ndarray) -> None:
+        """Rows published by earlier builds: they win every cluster they join."""
+        if len(self.ids) != self.n_index:
+            raise DedupError("load the dedup index before adding new rows")
+        start = len(self.ids)
+        self.ids.extend(ids)
+        self.scores.extend([None] * len(ids))
+        for offset, key in enumerate(keys):
+            self._exact.setdefault(bytes(key), start + offset)
+        self._store(sigs, range(start, start + len(ids)))
+        self.n_index = len(self.ids)
+
+    def add(self, ids: Sequence[str], texts: Sequence[str | None], scores: Sequence[float | None] | None = None) -> None:
+        """Add a batch; rows with a missing or empty text are marked, never dropped."""
+        start = len(self.ids)
+        self.ids.extend(ids)
+        self.scores.extend(scores if scores is not None else [None] * len(ids))
+        fresh_rows, fresh_texts = [], []
+        for offset, text in enumerate(texts):
+            i = start + offset
+            if text is None:
+                self._invalid[i] = "missing_field"
+            elif not text.strip():
+                self._invalid[i] = "empty_field"
+            else:
+                first = self._exact.setdefault(exact_key(text), i)
+                if first != i:
+                    self._exact_of[i] = first
+                else:
+                    fresh_rows.append(i)
+                    fresh_texts.append(text)
+        for s in range(0, len(fresh_texts), self.batch):
+            buf, offsets, replaced = encode_batch(fresh_texts[s : s + self.batch])
+            self.non_utf8_replaced += replaced
+            sigs = signature_batch(buf, offsets, self.params.ngram, self.params.shingle, self.a, self.b)
+            self._store(sigs.astype(np.uint32), fresh_rows[s : s + self.batch])
+
+    def _candidate_pairs(self) -> np.ndarray:
+        pairs: list[tuple[int, int]] = []
+        for table in self.lsh.hashtables:
+            for key in table.keys():
+                members = table.get(key)
+                if len(members) < 2:
+                    continue
+                members = sorted(members)
+                if len(members) <= _PAIR_ALL_UP_TO:
+                    pairs += [(x, y) for k, x in enumerate(members) for y in members[k + 1 :]]
+                else:
+                    pairs += list(zip(members, members[1:]))
+        if not pairs:
+            return np.zeros((0, 2), dtype=np.int64)
+        return np.unique(np.array(pairs, dtype=np.int64), axis=0)
+
+    def _similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        out = np.empty(len(left), dtype=np.float64)
+        for s in range(0, len(left), 4096):
+            l = np.stack([self.signature(i) for i in left[s : s + 4096]])
+            r = np.stack([self.signature(i) for i in right[s : s + 4096]])
+            out[s : s + 4096] = (l == r).mean(axis=1)
+        return out
+
+    def near_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate pairs whose estimated Jaccard reaches the threshold, and that estimate."""
+        self._session.close()
+        self._session = self.lsh.insertion_session(buffer_size=50_000)
+        pairs = self._candidate_pairs()
+        sims = self._similarity(pairs[:, 0], pairs[:, 1]) if len(pairs) else np.zeros(0)
+        keep = sims >= self.params.threshold
+        return pairs[keep], sims[keep]
+
+    def _rank(self, i: int) -> tuple:
+        score = self.scores[i]
+        return (i >= self.n_index, -(score if score is not None else float("-inf")), self.ids[i])
+
+    def finish(self) -> DedupResult:
+        n = len(self.ids)
+        parent = np.arange(n)
+
+        def find(x: int) -> int:
+            root = x
+            while parent[root] != root:
+                root = parent[root]
+            while parent[x] != root:
+                parent[x], x = root, parent[x]
+            return root
+
+        pairs, sims = self.near_pairs()
+        edges = [*pairs.tolist(), *self._exact_of.items()]
+        for x, y in edges:
+            rx, ry = find(x), find(y)
+            if rx != ry:
+                parent[max(rx, ry)] = min(rx, ry)
+        # Only rows on an edge can share a cluster; everyone else represents itself.
+        members: dict[int, list[int]] = {}
+        for i in {v for edge in edges for v in edge}:
+            members.setdefault(find(i), []).append(i)
+        rep = np.arange(n)
+        for group in members.values():
+            rep[group] = min(group, key=self._rank)
+        sim_of = {(min(x, y), max(x, y)): s for (x, y), s in zip(pairs.tolist(), sims.tolist())}
+        reason: list[str | None] = [None] * n
+        similarity = np.ones(n)
+        for i in range(n):
+            if i in self._invalid:
+                reason[i] = self._invalid[i]
+            elif rep[i] != i:
+                same_text = self._exact_root(i) == self._exact_root(rep[i])
+                reason[i] = "exact_duplicate" if same_text else "near_duplicate"
+                similarity[i] = 1.0 if same_text else sim_of.get((min(i, rep[i]), max(i, rep[i])), self._estimate(i, rep[i]))
+        return DedupResult(self.ids, rep, reason, similarity, self.n_index, self.non_utf8_replaced)
+
+    def export(self, rows: Sequence[int]) -> tuple[list[str], list[bytes], np.ndarray]:
+        """(ids, exact keys, signatures) of some rows, for adding them to an index."""
+        key_of = {first: key for key, first in self._exact.items()}
+        roots = [self._exact_root(i) for i in rows]
+        sigs = np.stack([self.signature(r) for r in roots]) if rows else np.zeros((0, self.params.num_perm), np.uint32)
+        return [self.ids[i] for i in rows], [key_of[r] for r in roots], sigs
+
+    def _exact_root(self, i: int) -> int:
+        return self._exact_of.get(i, i)
+
+    def _estimate(self, i: int, j: int) -> float:
+        return float((self.signature(self._exact_root(i)) == self.signature(self._exact_root(j))).mean())
+
+
+def index_entries(ids: Sequence[str], texts: Sequence[str], params: DedupParams) -> tuple[list[str], list[bytes], np.ndarray]:
+    """(ids, exact keys, signatures) computed from text, for rows to publish in an index."""
+    a, b = permutations(params.num_perm, params.seed)
+    sigs = signatures(list(texts), params.ngram, a, b, params.shingle).astype(np.uint32)
+    return list(ids), [exact_key(t) for t in texts], sigs
+
+
+def dedup_text(row: dict, field: str) -> str | None:
     if field == "both":
-        return f"{row['prompt']}\n{row['response']}"
-    return row[field]
+        parts = [row.get("prompt"), row.get("response")]
+        return None if any(p is None for p in parts) else f"{parts[0]}\n{parts[1]}"
+    return row.get(field)
 
 
-def shingles(text: str, ngram: int) -> set[bytes]:
-    words = _WORD.findall(normalize(text))
-    if len(words) < ngram:
-        return {" ".join(words).encode()} if words else {b""}
-    return {" ".join(words[i : i + ngram]).encode() for i in range(len(words) - ngram + 1)}
-
-
-def minhash(text: str, ngram: int, num_perm: int, seed: int = 1) -> LeanMinHash:
-    m = MinHash(num_perm=num_perm, seed=seed)
-    m.update_batch(list(shingles(text, ngram)))
-    return LeanMinHash(m)
-
-
-def _reject(row: dict, reason: str, cluster: str, detail: str) -> dict:
-    return {**row, "dedup_cluster": cluster, "stage": "dedup", "reason": reason, "detail": detail}
-
-
-def exact_dedup(rows: Sequence[dict], field: str) -> tuple[list[dict], list[dict]]:
-    seen: dict[str, str] = {}
+def deduplicate_rows(
+    rows: Sequence[dict], field: str, params: DedupParams, index: Deduplicator | None = None
+) -> tuple[list[dict], list[dict], DedupResult]:
+    """Dedup in-memory rows (the flow's stage). `index`, if given, is a
+    Deduplicator already holding an index's rows; it is used up."""
+    dedup = index or Deduplicator(params)
+    dedup.add([r["id"] for r in rows], [dedup_text(r, field) for r in rows], [r.get("judge_score") for r in rows])
+    result = dedup.finish()
     kept, rejected = [], []
-    for row in rows:
-        key = hashlib.sha256(normalize(dedup_text(row, field)).encode()).hexdigest()
-        if key in seen:
-            rejected.append(_reject(row, "exact_duplicate", seen[key], f"same normalized {field} as {seen[key]}"))
-        else:
-            seen[key] = row["id"]
-            kept.append(row)
-    return kept, rejected
-
-
-def near_dedup(
-    rows: Sequence[dict], field: str, ngram: int, num_perm: int, threshold: float
-) -> tuple[list[dict], list[dict]]:
-    """MinHash-LSH: a row whose sketch collides with an earlier kept row's and whose
-    estimated Jaccard similarity reaches `threshold` is rejected."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    sketches: dict[str, LeanMinHash] = {}
-    kept, rejected = [], []
-    for row in rows:
-        sketch = minhash(dedup_text(row, field), ngram, num_perm)
-        best, best_sim = None, 0.0
-        for cand in lsh.query(sketch):
-            sim = sketch.jaccard(sketches[cand])
-            if sim >= threshold and (sim > best_sim or (sim == best_sim and cand < best)):
-                best, best_sim = cand, sim
-        if best is not None:
-            rejected.append(_reject(row, "near_duplicate", best, f"{field} ~{best_sim:.2f} Jaccard with {best}"))
+    for row, i in zip(rows, result.rows()):
+        why = result.reason[i]
+        cluster = result.ids[result.representative[i]]
+        if why is None:
+            kept.append({**row, "dedup_cluster": cluster})
             continue
-        sketches[row["id"]] = sketch
-        lsh.insert(row["id"], sketch)
-        kept.append({**row, "dedup_cluster": row["id"]})
-    return kept, rejected
-
-
-def deduplicate(
-    rows: Sequence[dict], field: str, ngram: int, num_perm: int, threshold: float
-) -> tuple[list[dict], list[dict]]:
-    """Exact dedup on normalized text, then near-dup removal on what is left."""
-    kept, exact = exact_dedup(rows, field)
-    kept, near = near_dedup(kept, field, ngram, num_perm, threshold)
-    return kept, exact + near
+        detail = f"{field} is missing" if why == "missing_field" else f"{field} is empty"
+        if why in ("exact_duplicate", "near_duplicate"):
+            in_index = result.representative[i] < result.n_index
+            detail = f"{field} ~{result.similarity[i]:.2f} Jaccard with {cluster}" + (" (published by an earlier build)" if in_index else "")
+            why = "seen_in_index" if in_index else why
+        rejected.append({**row, "dedup_cluster": cluster if why not in ("missing_field", "empty_field") else None,
+                         "duplicate_of": cluster if why not in ("missing_field", "empty_field") else None,
+                         "stage": "dedup", "reason": why, "detail": detail})
+    return kept, rejected, result

@@ -121,19 +121,41 @@ class DedupConfig(_Strict):
         "both",
         description="Text compared: the prompt, the response, or both joined.",
     )
+    shingle: Literal["word", "char"] = Field(
+        "word", description="Shingles are word n-grams or character (byte) n-grams."
+    )
     ngram: int = Field(
-        3, ge=1, le=32, description="Word n-gram size for MinHash shingles."
+        3, ge=1, le=64, description="Shingle size: words per word n-gram, bytes per char n-gram."
     )
     num_perm: int = Field(
-        128, ge=16, le=1024, description="MinHash permutations (signature length)."
+        128, ge=16, le=1024, description="MinHash permutations (signature length); LSH bands and rows derive from it and the threshold."
     )
     threshold: float = Field(
         0.8,
         gt=0.0,
         lt=1.0,
-        description="Estimated Jaccard similarity above which two rows are near "
-        "duplicates; the later one is rejected.",
+        description="Estimated Jaccard similarity at or above which two rows are near "
+        "duplicates; each cluster keeps one row (highest judge score, else smallest id).",
     )
+    index_uri: str | None = Field(
+        None,
+        description="Cross-run dedup index (local folder or s3:// prefix). Rows that "
+        "duplicate what earlier builds published there are rejected as 'seen_in_index'.",
+    )
+    update_index: bool = Field(
+        False, description="After a successful build, add its kept rows to index_uri."
+    )
+
+    @model_validator(mode="after")
+    def _index_needed(self) -> "DedupConfig":
+        if self.update_index and not self.index_uri:
+            raise ValueError("update_index needs index_uri; set dedup.index_uri to a folder or s3:// prefix")
+        return self
+
+    def params(self) -> "Any":
+        from distillery.dedup import DedupParams
+
+        return DedupParams(num_perm=self.num_perm, threshold=self.threshold, ngram=self.ngram, shingle=self.shingle)
 
 
 class JudgeConfig(_Strict):

@@ -48,6 +48,7 @@ REJECT_SCHEMA = pa.schema(
         pa.field("judge_score", pa.int8()),
         pa.field("judge_raw", pa.string()),
         pa.field("dedup_cluster", pa.string()),
+        pa.field("duplicate_of", pa.string()),
         pa.field("raw", pa.string()),  # the source record, for rows rejected at load
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),

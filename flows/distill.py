@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from distillery.adapters.engine import EngineSpec, describe
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, format_summary, summarize
-from tasks.dedup import dedup
+from tasks.dedup import dedup, update_index
 from tasks.generate import generate
 from tasks.judge import filter_rows, judge
 from tasks.load import load_seeds
@@ -66,5 +66,8 @@ def distill(recipe: Recipe) -> dict:
     with _timed(stages, "write"):
         manifest = write_dataset(judged, rejected, recipe, summary, run_id, created_at, engine)
     manifest["summary"]["stage_seconds"]["write"] = round(stages["write"], 3)
+    if recipe.dedup.enabled and recipe.dedup.update_index:
+        total = update_index(judged, recipe.dedup)
+        logger.info("dedup index %s now holds %d rows", recipe.dedup.index_uri, total)
     logger.info("dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))
     return {"output": recipe.output.uri, "run_id": run_id, "summary": manifest["summary"], "shards": manifest["shards"]}

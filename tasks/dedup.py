@@ -1,14 +1,29 @@
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from distillery.dedup import deduplicate
+from distillery.adapters import dedup_index
+from distillery.dedup import Deduplicator, dedup_text, deduplicate_rows, index_entries
 from distillery.recipe import DedupConfig
+from tasks.load import transient
 
 
-@task(name="dedup", cache_policy=NONE)
+@task(name="dedup", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def dedup(rows: list[dict], config: DedupConfig) -> tuple[list[dict], list[dict]]:
+    """Exact, then MinHash-LSH near-duplicate removal (against the index too, if set)."""
     if not config.enabled:
         return [{**r, "dedup_cluster": r["id"]} for r in rows], []
-    return deduplicate(rows, config.field, config.ngram, config.num_perm, config.threshold)
+    dedup = Deduplicator(config.params())
+    if config.index_uri:
+        loaded = dedup_index.load_into(dedup, config.index_uri)
+        get_run_logger().info("dedup index %s: %d published rows", config.index_uri, loaded)
+    kept, rejected, _ = deduplicate_rows(rows, config.field, config.params(), index=dedup)
+    return kept, rejected
+
+
+@task(name="update-dedup-index", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
+def update_index(rows: list[dict], config: DedupConfig) -> int:
+    """Publish this build's kept rows to the index, so later builds never re-add them."""
+    ids, keys, sigs = index_entries([r["id"] for r in rows], [dedup_text(r, config.field) for r in rows], config.params())
+    return dedup_index.append(config.index_uri, config.params(), ids, keys, sigs)["rows"]
