@@ -44,6 +44,8 @@ test: model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: model
+	$(PIP) install -q 'rensa>=0.2'  # comparison point only
+	$(PY) bench/dedup.py --docs 10000 --e2e 1000000
 	$(PY) bench/generation.py
 
 clean:
