@@ -33,7 +33,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from distillery.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set)
-    from flows.distill import distill  # imports Prefect: only once the recipe is valid
+    # Prefect is imported only once the recipe is valid.
+    if recipe.flow == "preferences":
+        from flows.preferences import preferences as build
+    else:
+        from flows.distill import distill as build
 
     from prefect.logging.configuration import setup_logging
 
@@ -43,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from distillery.report import format_summary
 
     try:
-        result = distill(recipe)
+        result = build(recipe)
     finally:
         close_engines()
 

@@ -22,6 +22,7 @@ def sampling_kwargs(n: int, temperature: float, top_p: float, max_tokens: int, s
 def attach_completions(
     rows: Sequence[dict],
     completions: Sequence[Sequence[dict]],
+    teacher: str,
     teacher_model: str,
     sampling: dict,
     run_id: str,
@@ -35,8 +36,9 @@ def attach_completions(
             messages = [*row["messages"], {"role": "assistant", "content": sample["response"]}]
             out.append({
                 **row,
-                **sample,
+                **{k: v for k, v in sample.items() if k != "top_logprobs"},
                 "id": content_id(row["messages"], sample["response"]),
+                "teacher": teacher,
                 "messages": messages,
                 "teacher_model": teacher_model,
                 "sampling": settings,

@@ -56,6 +56,9 @@ class SourceConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
+    name: str = Field(
+        "teacher", min_length=1, max_length=64, description="Label recorded in every row this teacher writes."
+    )
     model: str = Field(
         DEFAULT_MODEL,
         description="Teacher model: 'smollm2-135m-instruct' (shipped with the "
@@ -158,6 +161,18 @@ class DedupConfig(_Strict):
         return DedupParams(num_perm=self.num_perm, threshold=self.threshold, ngram=self.ngram, shingle=self.shingle)
 
 
+class TeacherVariant(_Strict):
+    """Another teacher: a different model, or the same one with other sampling or system prompt."""
+
+    name: str = Field(..., min_length=1, max_length=64, description="Label recorded in every row this teacher writes.")
+    model: str | None = Field(None, description="Model (same forms as teacher.model); null means teacher.model. Engine settings come from `teacher`.")
+    system_prompt: str | None = Field(None, description="System message; null means teacher.system_prompt, an empty string means none.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Overrides sampling.temperature for this teacher.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Overrides sampling.top_p for this teacher.")
+    n: int | None = Field(None, ge=1, le=64, description="Overrides sampling.n for this teacher.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Overrides sampling.seed for this teacher.")
+
+
 class JudgeConfig(_Strict):
     enabled: bool = Field(True, description="Score every kept row with an LLM judge.")
     model: str | None = Field(
@@ -169,8 +184,17 @@ class JudgeConfig(_Strict):
         "Rate how helpful, correct and complete the response is for the "
         "instruction. 10 is an excellent answer; 1 is useless, wrong or off-topic.",
         min_length=1,
-        description="What the judge scores; it is shown before the instruction and "
-        "response.",
+        description="What the judge scores; it comes first in the judge prompt, the "
+        "(delimited) instruction and response last.",
+    )
+    method: Literal["structured", "free_text", "logprob"] = Field(
+        "structured",
+        description="structured: output held to the format by vLLM structured outputs; "
+        "free_text: unconstrained, then parsed; logprob: one token, expected score over "
+        "the digits' probabilities (G-Eval), 1-9 scale rescaled to 1-10.",
+    )
+    aspects: list[Literal["helpfulness", "honesty", "instruction_following"]] = Field(
+        default_factory=list, description="Aspects scored separately (1-10) beside the overall score."
     )
     min_score: int = Field(
         1,
@@ -179,7 +203,23 @@ class JudgeConfig(_Strict):
         description="Rows scoring below this are rejected as 'low_score'.",
     )
     max_tokens: int = Field(
-        96, ge=8, le=4096, description="Maximum tokens of the judge's rationale."
+        96, ge=8, le=4096, description="Maximum tokens of the judge's answer (rationale included)."
+    )
+    fail_on_degenerate: bool = Field(
+        False,
+        description="Fail the run when the judge looks degenerate: more than 80% of "
+        "scores identical, or a score spread (std) below 1 point. Otherwise it is a warning.",
+    )
+
+
+class PreferenceConfig(_Strict):
+    min_margin: int = Field(
+        2, ge=0, le=9, description="Minimum judge-score gap between chosen and rejected; smaller gaps count as ties."
+    )
+    pairwise_check: bool = Field(
+        True,
+        description="Confirm each pair with a pairwise judgement in both orders (A,B) and "
+        "(B,A); pairs whose verdicts disagree or contradict the scores are excluded.",
     )
 
 
@@ -208,6 +248,11 @@ class Recipe(_Strict):
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Dataset name, used in the dataset card and manifest.",
     )
+    flow: Literal["distill", "preferences"] = Field(
+        "distill",
+        description="What `distillery run` builds: 'distill' (SFT rows: prompt and answer) or "
+        "'preferences' (chosen/rejected pairs for DPO).",
+    )
     source: SourceConfig = Field(default_factory=SourceConfig, description="Seed input.")
     teacher: TeacherConfig = Field(
         default_factory=TeacherConfig, description="Teacher model and engine settings."
@@ -215,11 +260,18 @@ class Recipe(_Strict):
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig, description="Teacher sampling settings."
     )
+    extra_teachers: list[TeacherVariant] = Field(
+        default_factory=list,
+        description="More teachers: each prompt also gets n completions from each of these.",
+    )
     dedup: DedupConfig = Field(
         default_factory=DedupConfig, description="Exact and MinHash near-dup removal."
     )
     judge: JudgeConfig = Field(
         default_factory=JudgeConfig, description="LLM-as-judge scoring and filter."
+    )
+    preferences: PreferenceConfig = Field(
+        default_factory=PreferenceConfig, description="Chosen/rejected pairs (the preferences flow)."
     )
     output: OutputConfig = Field(
         default_factory=OutputConfig, description="Where and how shards are written."
@@ -235,9 +287,25 @@ class Recipe(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _teacher_names_unique(self) -> "Recipe":
+        names = [self.teacher.name, *(t.name for t in self.extra_teachers)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher names must be unique, got {names}; rename extra_teachers entries")
+        return self
+
     @property
     def judge_model(self) -> str:
         return self.judge.model or self.teacher.model
+
+    def teachers(self) -> list[tuple[str, str, str | None, SamplingConfig]]:
+        """(name, model, system prompt, sampling) for the teacher and each extra teacher."""
+        out = [(self.teacher.name, self.teacher.model, self.teacher.system_prompt, self.sampling)]
+        for t in self.extra_teachers:
+            changes = {k: v for k in ("temperature", "top_p", "n", "seed") if (v := getattr(t, k)) is not None}
+            system = self.teacher.system_prompt if t.system_prompt is None else (t.system_prompt or None)
+            out.append((t.name, t.model or self.teacher.model, system, self.sampling.model_copy(update=changes)))
+        return out
 
 
 class RecipeError(DistilleryError, ValueError):

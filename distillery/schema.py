@@ -21,13 +21,17 @@ ROW_SCHEMA = pa.schema(
         pa.field("response", pa.string(), nullable=False),
         pa.field("seed_id", pa.string(), nullable=False),
         pa.field("sample_index", pa.int32(), nullable=False),
+        pa.field("teacher", pa.string(), nullable=False),
         pa.field("teacher_model", pa.string(), nullable=False),
         pa.field("sampling", pa.string(), nullable=False),  # JSON of the sampling settings
         pa.field("finish_reason", pa.string()),
         pa.field("prompt_tokens", pa.int32()),
         pa.field("completion_tokens", pa.int32()),
         pa.field("judge_model", pa.string()),
+        pa.field("judge_method", pa.string()),
         pa.field("judge_score", pa.int8()),
+        pa.field("judge_score_expected", pa.float32()),
+        pa.field("judge_aspects", pa.map_(pa.string(), pa.int8())),
         pa.field("judge_rationale", pa.string()),
         pa.field("dedup_cluster", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),
@@ -45,6 +49,7 @@ REJECT_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),
         pa.field("prompt", pa.string()),
         pa.field("response", pa.string()),
+        pa.field("teacher", pa.string()),
         pa.field("judge_score", pa.int8()),
         pa.field("judge_raw", pa.string()),
         pa.field("dedup_cluster", pa.string()),
@@ -54,6 +59,28 @@ REJECT_SCHEMA = pa.schema(
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ],
     metadata={"distillery.kind": "rejected"},
+)
+
+
+PREFERENCE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("prompt", pa.list_(MESSAGE), nullable=False),
+        pa.field("chosen", pa.list_(MESSAGE), nullable=False),
+        pa.field("rejected", pa.list_(MESSAGE), nullable=False),
+        pa.field("seed_id", pa.string(), nullable=False),
+        pa.field("score_chosen", pa.float32(), nullable=False),
+        pa.field("score_rejected", pa.float32(), nullable=False),
+        pa.field("chosen_teacher", pa.string(), nullable=False),
+        pa.field("rejected_teacher", pa.string(), nullable=False),
+        pa.field("chosen_id", pa.string(), nullable=False),
+        pa.field("rejected_id", pa.string(), nullable=False),
+        pa.field("judge_model", pa.string(), nullable=False),
+        pa.field("pairwise_verdict", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={"distillery.kind": "preferences"},
 )
 
 

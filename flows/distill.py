@@ -1,16 +1,19 @@
-"""The `distill` flow: seeds -> prompts -> teacher -> dedup -> judge -> filter -> shards."""
+"""The `distill` flow: seeds -> prompts -> teachers -> dedup -> judge -> filter -> shards."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from distillery.adapters.engine import EngineSpec, describe
+from distillery.errors import DistilleryError
+from distillery.judge import judge_report
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, format_summary, summarize
 from tasks.dedup import dedup, update_index
@@ -21,8 +24,12 @@ from tasks.prompts import render_prompts
 from tasks.write import write_dataset
 
 
+class DegenerateJudgeError(DistilleryError):
+    """The judge's scores carry no signal and the recipe asked to fail on that."""
+
+
 @contextmanager
-def _timed(stages: dict[str, float], name: str):
+def timed(stages: dict[str, float], name: str):
     start = time.perf_counter()
     try:
         yield
@@ -30,44 +37,86 @@ def _timed(stages: dict[str, float], name: str):
         stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
 
 
+@dataclass
+class Build:
+    """What the shared stages produce, for the flows to shape into a dataset."""
+
+    run_id: str
+    created_at: datetime
+    rows_in: int = 0
+    generated: list[dict] = field(default_factory=list)
+    scored: list[dict] = field(default_factory=list)  # judged (or deduped, if no judge)
+    rejected: list[dict] = field(default_factory=list)
+    fitting_seeds: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+def build_rows(recipe: Recipe) -> Build:
+    """Load, render, generate with every teacher, dedup, judge. Runs inside a flow."""
+    b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
+    with timed(b.stages, "load"):
+        parsed = load_seeds(recipe.source)
+    b.rows_in = parsed.rows_in
+    with timed(b.stages, "render"):
+        prompts = render_prompts(parsed.seeds, recipe.teacher.system_prompt)
+    b.stages["engine_start"] = 0.0  # listed before generation; filled in below
+    with timed(b.stages, "generate"):
+        b.generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.teachers(), b.run_id)
+    b.stages["engine_start"] = engine_seconds
+    b.stages["generate"] -= engine_seconds
+    long_ids = {r["seed_id"] for r in too_long}
+    b.fitting_seeds = [s["seed_id"] for s in parsed.seeds if s["seed_id"] not in long_ids]
+    with timed(b.stages, "dedup"):
+        unique, duplicates = dedup(b.generated, recipe.dedup)
+    b.scored, judge_rejects = unique, []
+    if recipe.judge.enabled:
+        with timed(b.stages, "judge"):
+            b.scored, judge_rejects = judge(unique, recipe.judge, recipe.teacher)
+    b.rejected = [*parsed.rejects, *too_long, *duplicates, *judge_rejects]
+    return b
+
+
+def check_judge(recipe: Recipe, report: dict) -> None:
+    logger = get_run_logger()
+    for warning in report["warnings"]:
+        logger.warning("%s", warning)
+    if report["warnings"] and recipe.judge.fail_on_degenerate:
+        raise DegenerateJudgeError(f"{'; '.join(report['warnings'])} (judge.fail_on_degenerate is set; use a stronger judge or another rubric)")
+
+
+def engine_info(recipe: Recipe) -> dict:
+    return {
+        "teacher": describe(EngineSpec.from_teacher(recipe.teacher)),
+        "teachers": [{"name": n, "model": m, "system_prompt": s, "sampling": p.model_dump()} for n, m, s, p in recipe.teachers()],
+        "judge_model": recipe.judge_model,
+    }
+
+
 @flow(name="distill", log_prints=True, validate_parameters=True)
 def distill(recipe: Recipe) -> dict:
     """Build a distillation dataset as the recipe describes and return its summary."""
     logger = get_run_logger()
-    run_id = str(flow_run.get_id() or uuid.uuid4())
-    created_at = datetime.now(timezone.utc)
-    stages: dict[str, float] = {}
-
-    with _timed(stages, "load"):
-        parsed = load_seeds(recipe.source)
-    with _timed(stages, "render"):
-        prompts = render_prompts(parsed.seeds, recipe.teacher.system_prompt)
-    stages["engine_start"] = 0.0  # listed before generation; filled in below
-    with _timed(stages, "generate"):
-        generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.sampling, run_id)
-    stages["engine_start"] = engine_seconds
-    stages["generate"] -= engine_seconds
-    with _timed(stages, "dedup"):
-        unique, duplicates = dedup(generated, recipe.dedup)
-    judged, judge_rejects, low = unique, [], []
+    b = build_rows(recipe)
+    kept, low = b.scored, []
+    report = None
     if recipe.judge.enabled:
-        with _timed(stages, "judge"):
-            judged, judge_rejects = judge(unique, recipe.judge, recipe.teacher)
-        with _timed(stages, "filter"):
-            judged, low = filter_rows(judged, recipe.judge.min_score)
-
-    rejected = [*parsed.rejects, *too_long, *duplicates, *judge_rejects, *low]
-    summary = summarize(parsed.rows_in, recipe.sampling.n, len(generated), judged, rejected, stages, generated)
+        report = judge_report([r["judge_score"] for r in b.scored])
+        check_judge(recipe, report)
+        with timed(b.stages, "filter"):
+            kept, low = filter_rows(b.scored, recipe.judge.min_score)
+    rejected = [*b.rejected, *low]
+    per_prompt = sum(t[3].n for t in recipe.teachers())
+    summary = summarize(b.rows_in, per_prompt, len(b.generated), kept, rejected, b.stages, b.generated)
+    summary["judge_report"] = report
     problems = accounting_errors(summary)
     if problems:  # a bug, never an input problem: refuse to publish a dataset that lost rows
         raise RuntimeError("row accounting failed: " + "; ".join(problems))
 
-    engine = {"teacher": describe(EngineSpec.from_teacher(recipe.teacher)), "judge_model": recipe.judge_model}
-    with _timed(stages, "write"):
-        manifest = write_dataset(judged, rejected, recipe, summary, run_id, created_at, engine)
-    manifest["summary"]["stage_seconds"]["write"] = round(stages["write"], 3)
+    with timed(b.stages, "write"):
+        manifest = write_dataset(kept, rejected, recipe, summary, b.run_id, b.created_at, engine_info(recipe))
+    manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
     if recipe.dedup.enabled and recipe.dedup.update_index:
-        total = update_index(judged, recipe.dedup)
+        total = update_index(kept, recipe.dedup)
         logger.info("dedup index %s now holds %d rows", recipe.dedup.index_uri, total)
     logger.info("dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))
-    return {"output": recipe.output.uri, "run_id": run_id, "summary": manifest["summary"], "shards": manifest["shards"]}
+    return {"output": recipe.output.uri, "run_id": b.run_id, "summary": manifest["summary"], "shards": manifest["shards"]}

@@ -6,36 +6,46 @@ from datetime import datetime, timezone
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from distillery.adapters.engine import EngineSpec, get_engine
+from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.generation import attach_completions, batched, sampling_kwargs
-from distillery.prompts import over_budget
+from distillery.prompts import over_budget, render_messages
 from distillery.recipe import SamplingConfig, TeacherConfig
+
+Teacher = tuple[str, str, "str | None", SamplingConfig]
+
+
+def _too_long(rows: list[dict], teachers: list[Teacher], max_model_len: int) -> dict[int, str]:
+    """Row positions whose prompt does not fit the context for some teacher, with why."""
+    why: dict[int, str] = {}
+    for name, model, system, sampling in teachers:
+        lengths = prompt_lengths(model, [r["messages"] for r in render_messages(rows, system)])
+        for i, reason in enumerate(over_budget(lengths, sampling.max_tokens, max_model_len)):
+            if reason is not None:
+                why.setdefault(i, f"{reason} (teacher {name})")
+    return why
 
 
 @task(name="teacher-generate", cache_policy=NONE)
 def generate(
-    rows: list[dict], teacher: TeacherConfig, sampling: SamplingConfig, run_id: str
+    rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], run_id: str
 ) -> tuple[list[dict], list[dict], float]:
-    """Teacher completions for every row that fits the context; the rest are rejected.
+    """Completions from every teacher for every row that fits the context; the rest are rejected.
 
-    Also returns the seconds spent opening the engine (0 when this process had it).
+    Also returns the seconds spent opening engines (0 when this process had them).
     """
-    started = time.perf_counter()
-    engine = get_engine(EngineSpec.from_teacher(teacher))
-    engine_seconds = time.perf_counter() - started
-    params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
     logger = get_run_logger()
-    logger.info("teacher engine ready (%s) after %.1fs", engine.model_path, engine_seconds)
-    out, rejected = [], []
-    for batch in batched(rows, teacher.batch_size):
-        lengths = engine.count_prompt_tokens([r["messages"] for r in batch])
-        verdicts = over_budget(lengths, sampling.max_tokens, teacher.max_model_len)
-        fits = [r for r, why in zip(batch, verdicts) if why is None]
-        rejected += [
-            {**r, "stage": "render", "reason": "prompt_too_long", "detail": why}
-            for r, why in zip(batch, verdicts) if why is not None
-        ]
-        completions = engine.chat([r["messages"] for r in fits], params)
-        out += attach_completions(fits, completions, teacher.model, params, run_id, datetime.now(timezone.utc))
-        logger.info("generated %d completions for %d prompts (%d/%d rows done)", sum(map(len, completions)), len(fits), len(out), len(rows) * sampling.n)
+    too_long = _too_long(rows, teachers, teacher.max_model_len)
+    rejected = [{**r, "stage": "render", "reason": "prompt_too_long", "detail": why} for i, r in enumerate(rows) if (why := too_long.get(i))]
+    fits = [r for i, r in enumerate(rows) if i not in too_long]
+    out, engine_seconds = [], 0.0
+    # Teachers sharing a model run back to back on one engine.
+    for name, model, system, sampling in sorted(teachers, key=lambda t: t[1] != teacher.model):
+        started = time.perf_counter()
+        engine = get_engine(EngineSpec.from_teacher(teacher, model=model))
+        engine_seconds += time.perf_counter() - started
+        params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
+        for batch in batched(render_messages(fits, system), teacher.batch_size):
+            completions = engine.chat([r["messages"] for r in batch], params)
+            out += attach_completions(batch, completions, name, model, params, run_id, datetime.now(timezone.utc))
+            logger.info("teacher %s: %d completions (%d rows so far)", name, sum(map(len, completions)), len(out))
     return out, rejected, engine_seconds

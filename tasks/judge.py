@@ -5,31 +5,69 @@ from prefect.cache_policies import NONE
 
 from distillery.adapters.engine import EngineSpec, get_engine
 from distillery.generation import batched
-from distillery.judge import JUDGE_REGEX, apply_judgements, filter_by_score, judge_messages
+from distillery.judge import (
+    PAIRWISE_CHOICES,
+    absolute_messages,
+    absolute_regex,
+    apply_judgements,
+    filter_by_score,
+    pairwise_messages,
+    swap_verdict,
+)
 from distillery.prompts import over_budget
 from distillery.recipe import JudgeConfig, TeacherConfig
 
 
+def judge_params(config: JudgeConfig) -> tuple[dict, dict]:
+    """Sampling and structured-output arguments for the configured method. Greedy throughout."""
+    if config.method == "logprob":
+        return {"n": 1, "temperature": 0.0, "max_tokens": 1, "logprobs": 20}, {"continue_final": True}
+    extra = {"regex": absolute_regex(config.aspects)} if config.method == "structured" else {}
+    return {"n": 1, "temperature": 0.0, "max_tokens": config.max_tokens}, extra
+
+
 @task(name="judge", cache_policy=NONE)
 def judge(rows: list[dict], config: JudgeConfig, teacher: TeacherConfig) -> tuple[list[dict], list[dict]]:
-    """Score rows 1-10 with a rationale. Greedy decoding; the format is enforced by regex."""
+    """Score rows 1-10 (with a rationale and aspects, unless by logprobs)."""
     model = config.model or teacher.model
     engine = get_engine(EngineSpec.from_teacher(teacher, model=model))
-    params = {"n": 1, "temperature": 0.0, "max_tokens": config.max_tokens}
+    params, extra = judge_params(config)
     logger = get_run_logger()
     scored, rejected = [], []
     for batch in batched(rows, teacher.batch_size):
-        convs = [judge_messages(config.rubric, r["prompt"], r["response"]) for r in batch]
-        verdicts = over_budget(engine.count_prompt_tokens(convs), config.max_tokens, teacher.max_model_len)
+        convs = [absolute_messages(config.rubric, r["prompt"], r["response"], config.aspects, config.method) for r in batch]
+        verdicts = over_budget(engine.count_prompt_tokens(convs), params["max_tokens"], teacher.max_model_len)
         fits = [(r, c) for r, c, why in zip(batch, convs, verdicts) if why is None]
         rejected += [
             {**r, "stage": "judge", "reason": "judge_prompt_too_long", "detail": why}
             for r, why in zip(batch, verdicts) if why is not None
         ]
-        outputs = engine.chat([c for _, c in fits], params, regex=JUDGE_REGEX)
-        scored += apply_judgements([r for r, _ in fits], [o[0]["response"] for o in outputs], model)
-        logger.info("judged %d/%d rows", len(scored) + len(rejected), len(rows))
+        outputs = engine.chat([c for _, c in fits], params, **extra)
+        scored += apply_judgements([r for r, _ in fits], [o[0] for o in outputs], model, config.aspects, config.method)
+        logger.info("judged %d/%d rows (%s)", len(scored) + len(rejected), len(rows), config.method)
     return scored, rejected
+
+
+@task(name="pairwise-judge", cache_policy=NONE)
+def pairwise(pairs: list[tuple[dict, dict]], config: JudgeConfig, teacher: TeacherConfig) -> list[str]:
+    """For each (x, y): ask both orders and combine into 'x', 'y', 'tie' or 'inconsistent'."""
+    if not pairs:
+        return []
+    engine = get_engine(EngineSpec.from_teacher(teacher, model=config.model or teacher.model))
+    params = {"n": 1, "temperature": 0.0, "max_tokens": 4}
+    convs = []
+    for x, y in pairs:
+        convs.append(pairwise_messages(config.rubric, x["prompt"], x["response"], y["response"]))
+        convs.append(pairwise_messages(config.rubric, x["prompt"], y["response"], x["response"]))
+    lengths = engine.count_prompt_tokens(convs)
+    fits = [n + params["max_tokens"] <= teacher.max_model_len for n in lengths]
+    answers: list[str | None] = [None] * len(convs)
+    ok = [i for i, f in enumerate(fits) if f]
+    for batch in batched(ok, teacher.batch_size):
+        outputs = engine.chat([convs[i] for i in batch], params, choice=PAIRWISE_CHOICES)
+        for i, o in zip(batch, outputs):
+            answers[i] = o[0]["response"]
+    return [swap_verdict(answers[2 * k], answers[2 * k + 1]) for k in range(len(pairs))]
 
 
 @task(name="filter", cache_policy=NONE)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -16,12 +17,12 @@ from tasks.load import transient
 @task(name="write-shards", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def write_dataset(
     kept: list[dict], rejected: list[dict], recipe: Recipe, summary: dict,
-    run_id: str, created_at: datetime, engine: dict,
+    run_id: str, created_at: datetime, engine: dict, schema: pa.Schema = ROW_SCHEMA,
 ) -> dict:
     """Shards first, then the card, the manifest last: a folder without a manifest is unfinished."""
     out = recipe.output
     rejected = [{"run_id": run_id, "created_at": created_at, **r} for r in rejected]
-    data = encode_shards(to_table(kept, ROW_SCHEMA), "data", "train", out.rows_per_shard, out.compression)
+    data = encode_shards(to_table(kept, schema), "data", "train", out.rows_per_shard, out.compression)
     rejects = encode_shards(rejects_table(rejected), "rejected", "rejected", out.rows_per_shard, out.compression)
     ds = open_dataset(out.uri)
     if ds.exists(MANIFEST):

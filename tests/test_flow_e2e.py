@@ -102,7 +102,7 @@ def test_rows_are_real_teacher_completions_with_lineage(build, seed_records):
         assert row["response"].strip(), "empty completion"
         assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
         assert row["messages"][-2] == {"role": "user", "content": row["prompt"]}
-        assert row["teacher_model"] == "smollm2-135m-instruct"
+        assert row["teacher_model"] == "smollm2-135m-instruct" and row["teacher"] == "teacher"
         assert json.loads(row["sampling"])["max_tokens"] == 24
         assert 0 < row["completion_tokens"] <= 24
         assert row["run_id"] == result["run_id"]

@@ -16,7 +16,7 @@ def row(i: int) -> dict:
     msgs = [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
     return {
         "id": content_id(msgs), "messages": msgs, "prompt": f"q{i}", "response": f"a{i}", "seed_id": f"s{i}",
-        "sample_index": 0, "teacher_model": "m", "sampling": json.dumps({"n": 1}), "judge_score": 5,
+        "sample_index": 0, "teacher": "t", "teacher_model": "m", "sampling": json.dumps({"n": 1}), "judge_score": 5,
         "run_id": "r", "created_at": NOW,
     }
 

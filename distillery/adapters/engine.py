@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
+from functools import lru_cache
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -138,18 +139,32 @@ class Engine:
         ]
 
     def chat(
-        self, conversations: list[list[dict]], sampling: dict, regex: str | None = None
+        self,
+        conversations: list[list[dict]],
+        sampling: dict,
+        regex: str | None = None,
+        choice: list[str] | None = None,
+        continue_final: bool = False,
     ) -> list[list[dict]]:
-        """One LLM.chat call for the whole batch; per conversation, its n completions."""
+        """One LLM.chat call for the whole batch; per conversation, its n completions.
+
+        `regex` / `choice` hold the output to a shape (structured outputs);
+        `continue_final` continues a pre-filled last assistant message. With
+        `logprobs` in `sampling`, each completion carries its first token's top
+        logprobs as {token text: logprob}.
+        """
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
         if not conversations:
             return []
-        structured = StructuredOutputsParams(regex=regex) if regex else None
+        structured = None
+        if regex or choice:
+            structured = StructuredOutputsParams(regex=regex) if regex else StructuredOutputsParams(choice=choice)
         params = SamplingParams(**sampling, structured_outputs=structured)
+        chat_args = {"add_generation_prompt": False, "continue_final_message": True} if continue_final else {}
         try:
-            outputs = self.llm.chat(conversations, params, use_tqdm=False)
+            outputs = self.llm.chat(conversations, params, use_tqdm=False, **chat_args)
         except Exception as err:
             # The engine's own log has the details; the run gets one clear line.
             self.dead = True
@@ -157,19 +172,7 @@ class Engine:
                 f"vLLM failed on a batch of {len(conversations)} conversations for {self.spec.model}: "
                 f"{err.__class__.__name__}: {str(err)[:300]}; see the engine log above"
             ) from None
-        return [
-            [
-                {
-                    "response": c.text,
-                    "finish_reason": c.finish_reason,
-                    "prompt_tokens": len(out.prompt_token_ids or []),
-                    "completion_tokens": len(c.token_ids),
-                    "sample_index": c.index,
-                }
-                for c in out.outputs
-            ]
-            for out in outputs
-        ]
+        return [[_completion(out, c) for c in out.outputs] for out in outputs]
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -180,6 +183,19 @@ class Engine:
                 shutdown()
             self.llm = None
         gc.collect()
+
+
+def _completion(out, c) -> dict:
+    first = c.logprobs[0] if c.logprobs else None
+    top = {lp.decoded_token: lp.logprob for lp in first.values()} if first else None
+    return {
+        "response": c.text,
+        "finish_reason": c.finish_reason,
+        "prompt_tokens": len(out.prompt_token_ids or []),
+        "completion_tokens": len(c.token_ids),
+        "sample_index": c.index,
+        "top_logprobs": top,
+    }
 
 
 _engines: OrderedDict[EngineSpec, Engine] = OrderedDict()
@@ -201,6 +217,23 @@ def get_engine(spec: EngineSpec) -> Engine:
         engine = Engine(spec)
         _engines[spec] = engine
         return engine
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(model))
+
+
+def prompt_lengths(model: str, conversations: list[list[dict]]) -> list[int]:
+    """Prompt token counts for a model, from its open engine or else its tokenizer alone."""
+    with _lock:
+        engine = next((e for spec, e in _engines.items() if spec.model == model and not e.dead), None)
+    if engine is not None:
+        return engine.count_prompt_tokens(conversations)
+    tok = _tokenizer(model)
+    return [len(tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)) for c in conversations]
 
 
 def close_engines() -> None:
