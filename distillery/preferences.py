@@ -15,12 +15,17 @@ from datetime import datetime
 from distillery.schema import content_id
 
 
-def _rank(row: dict) -> tuple:
+def score_of(row: dict) -> float:
+    """The finest score a row has: the logprob-expected score if judged so, else the integer one."""
     expected = row.get("judge_score_expected")
-    return (row["judge_score"], expected if expected is not None else row["judge_score"], row["id"])
+    return float(expected if expected is not None else row["judge_score"])
 
 
-def candidate_pairs(rows: Sequence[dict], seed_ids: Sequence[str], min_margin: int) -> tuple[list[tuple[dict, dict]], list[dict]]:
+def _rank(row: dict) -> tuple:
+    return (score_of(row), row["id"])
+
+
+def candidate_pairs(rows: Sequence[dict], seed_ids: Sequence[str], min_margin: float) -> tuple[list[tuple[dict, dict]], list[dict]]:
     """(best, worst) per prompt, and one exclusion row for every prompt without a pair."""
     by_seed: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -33,7 +38,7 @@ def candidate_pairs(rows: Sequence[dict], seed_ids: Sequence[str], min_margin: i
             excluded.append(_excluded(seed, group, "too_few_completions", f"{len(group)} scored completion(s); a pair needs 2"))
             continue
         best, worst = max(group, key=_rank), min(group, key=_rank)
-        gap = best["judge_score"] - worst["judge_score"]
+        gap = round(score_of(best) - score_of(worst), 4)
         if gap < min_margin or best is worst:
             excluded.append(_excluded(seed, group, "score_tie", f"best-worst score gap {gap} < min_margin {min_margin}"))
             continue
@@ -73,8 +78,8 @@ def preference_rows(kept: Sequence[tuple[dict, dict, str]], judge_model: str, ru
             "chosen": [{"role": "assistant", "content": chosen["response"]}],
             "rejected": [{"role": "assistant", "content": rejected["response"]}],
             "seed_id": chosen["seed_id"],
-            "score_chosen": float(chosen.get("judge_score_expected") or chosen["judge_score"]),
-            "score_rejected": float(rejected.get("judge_score_expected") or rejected["judge_score"]),
+            "score_chosen": score_of(chosen),
+            "score_rejected": score_of(rejected),
             "chosen_teacher": chosen["teacher"],
             "rejected_teacher": rejected["teacher"],
             "chosen_id": chosen["id"],

@@ -213,8 +213,9 @@ class JudgeConfig(_Strict):
 
 
 class PreferenceConfig(_Strict):
-    min_margin: int = Field(
-        2, ge=0, le=9, description="Minimum judge-score gap between chosen and rejected; smaller gaps count as ties."
+    min_margin: float = Field(
+        2.0, ge=0.0, le=9.0, description="Minimum judge-score gap between chosen and rejected (on the "
+        "expected score with judge.method=logprob); smaller gaps count as ties.",
     )
     pairwise_check: bool = Field(
         True,
