@@ -37,12 +37,25 @@ def inspect_dataset(uri: str, rows: int = 3) -> tuple[str, bool]:
     if manifest["shards"] and files.get(manifest["shards"][0]["path"]):
         table = pq.read_table(io.BytesIO(files[manifest["shards"][0]["path"]]))
         for row in table.slice(0, rows).to_pylist():
-            lines.append(f"--- {row['id']} (seed {row['seed_id']}, judge {row['judge_score']})")
-            lines.append("Q: " + textwrap.shorten(row["prompt"], 200))
-            lines.append("A: " + textwrap.shorten(row["response"], 300))
+            lines += _sample(row)
     if problems:
         lines.append("PROBLEMS:")
         lines += [f"  {p}" for p in problems]
     else:
         lines.append("manifest check: OK")
     return "\n".join(lines), not problems
+
+
+def _sample(row: dict) -> list[str]:
+    if "chosen" in row:  # a preference pair
+        return [
+            f"--- {row['id']} (seed {row['seed_id']}, scores {row['score_chosen']:.2f} > {row['score_rejected']:.2f})",
+            "Q: " + textwrap.shorten(row["prompt"][-1]["content"], 200),
+            f"chosen ({row['chosen_teacher']}): " + textwrap.shorten(row["chosen"][0]["content"], 200),
+            f"rejected ({row['rejected_teacher']}): " + textwrap.shorten(row["rejected"][0]["content"], 200),
+        ]
+    return [
+        f"--- {row['id']} (seed {row['seed_id']}, teacher {row.get('teacher')}, judge {row.get('judge_score')})",
+        "Q: " + textwrap.shorten(row["prompt"], 200),
+        "A: " + textwrap.shorten(row["response"], 300),
+    ]

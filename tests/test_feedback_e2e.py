@@ -151,3 +151,10 @@ def test_preference_dataset_loads_in_trl_format(prefect_api, tmp_path):
         text = maybe_apply_chat_template(example, tok)
         assert text["prompt"].endswith("<|im_start|>assistant\n")
         assert text["chosen"].strip() and text["rejected"].strip()
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    shown = subprocess.run([sys.executable, "-m", "distillery.cli", "inspect", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert shown.returncode == 0 and "manifest check: OK" in shown.stdout and "chosen (" in shown.stdout

@@ -40,6 +40,6 @@ def test_deployment_declares_the_flow_with_a_valid_recipe():
         path, func = dep["entrypoint"].split(":")
         assert (ROOT / path).is_file()
         module = __import__(path[:-3].replace("/", "."), fromlist=[func])
-        assert getattr(module, func).name == "distill"
+        assert getattr(module, func).name in ("distill", "preferences")
         Recipe.model_validate(dep["parameters"]["recipe"])
         assert all(s["active"] is False for s in dep.get("schedules", []))
