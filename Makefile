@@ -10,7 +10,7 @@ STAMP := $(VENV)/.distillery-installed
 EXTRA ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: install model demo test bench clean
+.PHONY: install model demo test bench clean serve
 
 install: $(STAMP)
 
@@ -50,3 +50,6 @@ bench: model
 
 clean:
 	rm -rf out .pytest_cache
+
+serve: model
+	$(VENV)/bin/distillery serve

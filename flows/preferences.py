@@ -17,6 +17,7 @@ from distillery.recipe import Recipe
 from distillery.report import format_summary
 from distillery.schema import PREFERENCE_SCHEMA
 from flows.distill import build_rows, check_judge, engine_info, timed
+from tasks.report import publish_report
 from tasks.judge import pairwise
 from tasks.write import write_dataset
 
@@ -60,11 +61,15 @@ def preferences(recipe: Recipe) -> dict:
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in b.generated),
         "completion_tokens": sum(r.get("completion_tokens") or 0 for r in b.generated),
         "judge_score_mean": report["mean"],
+        "dedup_clusters": len({r["dedup_cluster"] for r in row_rejects if r["reason"] in ("exact_duplicate", "near_duplicate", "seen_in_index")}),
         "judge_report": report,
         "stage_seconds": {k: round(v, 3) for k, v in b.stages.items()},
     }
     if summary["rows_in"] != summary["pairs"] + summary["rejected"]:
         raise RuntimeError(f"prompt accounting failed: {summary['rows_in']} in != {summary['pairs']} pairs + {summary['rejected']} excluded")
     manifest = write_dataset(rows, rejected, recipe, summary, b.run_id, b.created_at, engine_info(recipe), schema=PREFERENCE_SCHEMA)
+    sample = [{"seed_id": r["seed_id"], "prompt": r["prompt"][-1]["content"][:300], "chosen": r["chosen"][0]["content"][:300],
+               "rejected": r["rejected"][0]["content"][:300], "score_chosen": r["score_chosen"], "score_rejected": r["score_rejected"]} for r in rows[:10]]
+    publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample)
     logger.info("preference dataset written to %s\n%s", recipe.output.uri, format_summary(summary))
     return {"output": recipe.output.uri, "run_id": b.run_id, "summary": manifest["summary"], "shards": manifest["shards"]}

@@ -4,12 +4,14 @@ import time
 from datetime import datetime, timezone
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.generation import attach_completions, batched, sampling_kwargs
 from distillery.prompts import over_budget, render_messages
 from distillery.recipe import SamplingConfig, TeacherConfig
+from tasks.load import ENGINE_TAG, engine_died
 
 Teacher = tuple[str, str, "str | None", SamplingConfig]
 
@@ -25,7 +27,7 @@ def _too_long(rows: list[dict], teachers: list[Teacher], max_model_len: int) -> 
     return why
 
 
-@task(name="teacher-generate", cache_policy=NONE)
+@task(name="teacher-generate", cache_policy=NONE, tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died)
 def generate(
     rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], run_id: str
 ) -> tuple[list[dict], list[dict], float]:
@@ -38,6 +40,8 @@ def generate(
     rejected = [{**r, "stage": "render", "reason": "prompt_too_long", "detail": why} for i, r in enumerate(rows) if (why := too_long.get(i))]
     fits = [r for i, r in enumerate(rows) if i not in too_long]
     out, engine_seconds = [], 0.0
+    total = len(fits) * sum(t[3].n for t in teachers)
+    progress = create_progress_artifact(0.0, description=f"teacher completions: 0 of {total}")
     # Teachers sharing a model run back to back on one engine.
     for name, model, system, sampling in sorted(teachers, key=lambda t: t[1] != teacher.model):
         started = time.perf_counter()
@@ -48,4 +52,5 @@ def generate(
             completions = engine.chat([r["messages"] for r in batch], params)
             out += attach_completions(batch, completions, name, model, params, run_id, datetime.now(timezone.utc))
             logger.info("teacher %s: %d completions (%d rows so far)", name, sum(map(len, completions)), len(out))
+            update_progress_artifact(progress, 100.0 * len(out) / max(total, 1), description=f"teacher completions: {len(out)} of {total}")
     return out, rejected, engine_seconds

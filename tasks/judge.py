@@ -16,6 +16,7 @@ from distillery.judge import (
 )
 from distillery.prompts import over_budget
 from distillery.recipe import JudgeConfig, TeacherConfig
+from tasks.load import ENGINE_TAG, engine_died
 
 
 def judge_params(config: JudgeConfig) -> tuple[dict, dict]:
@@ -26,7 +27,7 @@ def judge_params(config: JudgeConfig) -> tuple[dict, dict]:
     return {"n": 1, "temperature": 0.0, "max_tokens": config.max_tokens}, extra
 
 
-@task(name="judge", cache_policy=NONE)
+@task(name="judge", cache_policy=NONE, tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died)
 def judge(rows: list[dict], config: JudgeConfig, teacher: TeacherConfig) -> tuple[list[dict], list[dict]]:
     """Score rows 1-10 (with a rationale and aspects, unless by logprobs)."""
     model = config.model or teacher.model
@@ -48,7 +49,7 @@ def judge(rows: list[dict], config: JudgeConfig, teacher: TeacherConfig) -> tupl
     return scored, rejected
 
 
-@task(name="pairwise-judge", cache_policy=NONE)
+@task(name="pairwise-judge", cache_policy=NONE, tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died)
 def pairwise(pairs: list[tuple[dict, dict]], config: JudgeConfig, teacher: TeacherConfig) -> list[str]:
     """For each (x, y): ask both orders and combine into 'x', 'y', 'tie' or 'inconsistent'."""
     if not pairs:

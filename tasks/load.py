@@ -22,6 +22,24 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
+def engine_died(task, task_run, state) -> bool:
+    """Retry an engine task once when the engine failed mid-batch: it is reopened on retry."""
+    from distillery.adapters.engine import EngineError
+
+    try:
+        state.result()
+    except EngineError as err:
+        return "failed on a batch" in str(err)
+    except Exception:
+        return False
+    return False
+
+
+# Engine tasks carry this tag: `prefect concurrency-limit create gpu 1` keeps two
+# flows from loading two engines on one GPU (`distillery serve` sets it up).
+ENGINE_TAG = "gpu"
+
+
 @task(name="load-seeds", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def load_seeds(source: SourceConfig) -> ParsedSource:
     data = read_bytes(source.uri, what="seed file")

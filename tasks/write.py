@@ -8,7 +8,7 @@ from prefect.cache_policies import NONE
 
 from distillery.adapters.storage import open_dataset
 from distillery.recipe import Recipe
-from distillery.report import CARD, MANIFEST, build_manifest, dataset_card, dumps, package_versions
+from distillery.report import CARD, MANIFEST, REPORT, build_manifest, dataset_card, dumps, package_versions, run_report_markdown
 from distillery.schema import ROW_SCHEMA, rejects_table, to_table
 from distillery.shards import encode_shards
 from tasks.load import transient
@@ -39,5 +39,6 @@ def write_dataset(
         [s.entry() for s in data], [s.entry() for s in rejects], summary, package_versions(),
     )
     ds.write(CARD, dataset_card(manifest).encode())
+    ds.write(REPORT, run_report_markdown(recipe.name, out.uri, run_id, summary).encode())
     ds.write(MANIFEST, dumps(manifest))
     return manifest
