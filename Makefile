@@ -10,7 +10,7 @@ STAMP := $(VENV)/.distillery-installed
 EXTRA ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: install model demo test bench clean serve
+.PHONY: install model demo test bench clean serve browser
 
 install: $(STAMP)
 
@@ -40,8 +40,14 @@ demo: model
 	$(VENV)/bin/distillery run recipes/demo.yaml
 	$(VENV)/bin/distillery inspect out/demo
 
-test: model
+test: model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The UI tests drive Debian's chromium headless.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "The UI tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 bench: model
 	$(PIP) install -q 'rensa>=0.2'  # comparison point only

@@ -202,7 +202,7 @@ def run_report_markdown(name: str, output: str, run_id: str, summary: dict) -> s
         "",
         "| reject reason | rows |",
         "| --- | ---: |",
-        *[f"| {k} | {v} |" for k, v in summary["rejected_by_reason"].items()],
+        *([f"| {k} | {v} |" for k, v in summary["rejected_by_reason"].items()] or ["| (none) | 0 |"]),
         "",
         f"Dedup clusters with more than one member: {summary.get('dedup_clusters', 0)}.",
         "",

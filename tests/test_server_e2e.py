@@ -52,20 +52,29 @@ def client(env):
     return SyncPrefectClient(env["PREFECT_API_URL"])
 
 
-def test_trigger_waits_for_a_completed_run_and_is_idempotent(server, tmp_path):
+TRIGGER = ["distill/distill-demo", "--set", "source.limit=4", "--set", "sampling.max_tokens=16",
+           "--set", "judge.max_tokens=24", "--idempotency-key", "nightly-2026-11-22"]
+
+
+@pytest.fixture(scope="module")
+def completed(server, tmp_path_factory):
     env, home = server
-    out = tmp_path / "ds"
-    args = ["distill/distill-demo", "--set", "source.limit=4", "--set", "sampling.max_tokens=16",
-            "--set", "judge.max_tokens=24", "--set", f"output.uri={out}", "--idempotency-key", "nightly-2026-11-22"]
-    first = trigger(env, *args, "--wait")
+    out = tmp_path_factory.mktemp("triggered") / "ds"
+    first = trigger(env, *TRIGGER, "--set", f"output.uri={out}", "--wait")
     assert first.returncode == 0, (first.stdout, first.stderr[-3000:], (home / "server.log").read_text()[-3000:])
+    return first, out
+
+
+def test_trigger_waits_for_a_completed_run_and_is_idempotent(server, completed):
+    env, _ = server
+    first, out = completed
     assert "COMPLETED" in first.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"]["rows_in"] == 4
     assert manifest["summary"]["rows_in"] == manifest["summary"]["kept"] + manifest["summary"]["rejected"]
     assert (out / "report.md").read_text().startswith("# self-instruct-demo: run report")
 
-    again = trigger(env, *args)
+    again = trigger(env, *TRIGGER, "--set", f"output.uri={out}")
     assert again.returncode == 0
     assert again.stdout.split()[2] == first.stdout.split()[2]  # the same flow run id
     with client(env) as c:
@@ -109,3 +118,58 @@ def test_schedule_is_inactive_until_turned_on_then_creates_runs(server):
             runs = c.read_flow_runs(deployment_filter=only, flow_run_filter=scheduled)
         assert runs, "an active schedule should get scheduled runs"
         assert all(r.expected_start_time.weekday() == 0 and r.expected_start_time.hour == 4 for r in runs)
+
+
+# ---- the UI in a real browser (Debian's chromium, headless) ----
+
+SHOTS = ROOT / "out" / "test-screenshots"
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+            "--virtual-time-budget=20000"]
+
+
+def browse(url: str, tmp_path, screenshot: str | None = None) -> str:
+    """The rendered page's text (--dump-dom, tags stripped); optionally a screenshot too."""
+    import html
+    import re
+    import shutil
+
+    assert shutil.which("chromium"), "Debian's chromium is needed: `make browser` installs it (CI does this)"
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run([*CHROMIUM, *profile, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    if screenshot:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*CHROMIUM, *profile, "--window-size=1400,1100", f"--screenshot={SHOTS / screenshot}", url], capture_output=True, timeout=120)
+        assert (SHOTS / screenshot).stat().st_size > 10_000
+    text = re.sub(r"<(script|style).*?</\1>", " ", dom, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
+
+
+def test_ui_run_form_is_the_recipe(server, tmp_path):
+    env, _ = server
+    with client(env) as c:
+        dep = c.read_deployment_by_name("distill/distill-demo")
+    base = env["PREFECT_API_URL"].removesuffix("/api")
+    page = browse(f"{base}/deployments/deployment/{dep.id}/run", tmp_path, "run-form.png")
+    for label in ("Instruction Column", "Max Model Len", "Temperature", "Threshold", "Min Score", "Rows Per Shard"):
+        assert label in page, label
+    # descriptions and Literal choices come from the pydantic recipe
+    assert "Sampling temperature; 0 is greedy." in page
+    assert "structured free_text logprob" in page
+
+
+def test_ui_shows_the_report_and_sample_artifacts(server, completed, tmp_path):
+    env, _ = server
+    first, _ = completed
+    run_id = first.stdout.split()[2]
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with client(env) as c:
+        arts = {a.type: a for a in c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))}
+    base = env["PREFECT_API_URL"].removesuffix("/api")
+    report = browse(f"{base}/artifacts/artifact/{arts['markdown'].id}", tmp_path, "report-artifact.png")
+    assert "self-instruct-demo: run report" in report and "rows in 4" in report and "engine_start" in report
+    sample = browse(f"{base}/artifacts/artifact/{arts['table'].id}", tmp_path, "sample-artifact.png")
+    assert "seed_id teacher prompt response judge_score" in sample and "seed_task_0" in sample
+    run_page = browse(f"{base}/runs/flow-run/{run_id}", tmp_path, "flow-run.png")
+    assert "Completed" in run_page and "Artifacts" in run_page
