@@ -21,9 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Every timed run must generate: no completions from the batch cache.
+os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"
 
 
-def make_rows(count: int) -> list[dict]:
+def make_rows(count: int, system: str | None = "You are a helpful, honest assistant.") -> list[dict]:
     from distillery.prompts import render_messages
     from distillery.sources import parse_source
 
@@ -36,13 +38,14 @@ def make_rows(count: int) -> list[dict]:
             seed["instruction"] = f"(Variant {i // len(seeds)}) {seed['instruction']}"
             seed["seed_id"] = f"{seed['seed_id']}#{i}"
         rows.append(seed)
-    return render_messages(rows, "You are a helpful, honest assistant.")
+    return render_messages(rows, system)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=256, help="the stage's teacher.batch_size")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each side (alternating)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "generation.json"))
     args = ap.parse_args()
@@ -54,9 +57,9 @@ def main() -> None:
     from distillery.recipe import SamplingConfig, TeacherConfig
     from tasks.generate import generate
 
-    teacher = TeacherConfig(batch_size=max(args.prompts, 1))
+    teacher = TeacherConfig(batch_size=args.batch_size)
     sampling = SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens, seed=0)
-    rows = make_rows(args.prompts)
+    rows = make_rows(args.prompts, system=None)
     convs = [r["messages"] for r in rows]
 
     t0 = time.perf_counter()
@@ -67,11 +70,13 @@ def main() -> None:
 
     @flow(name="bench-generation-stage")
     def stage() -> tuple:
-        return generate(rows, teacher, sampling, "bench")
+        return generate(rows, teacher, teachers)
+
+    teachers = [("teacher", teacher.model, None, sampling)]
 
     @flow(name="bench-warmup")
     def warmup() -> tuple:
-        return generate(rows[:4], teacher, sampling, "bench-warmup")
+        return generate(rows[:4], teacher, teachers)
 
     warmup()  # starts Prefect's ephemeral API once, as any process's first flow does
 

@@ -25,7 +25,6 @@ def attach_completions(
     teacher: str,
     teacher_model: str,
     sampling: dict,
-    run_id: str,
     created_at: datetime,
 ) -> list[dict]:
     """One output row per completion; its id hashes the conversation and the answer."""
@@ -42,7 +41,6 @@ def attach_completions(
                 "messages": messages,
                 "teacher_model": teacher_model,
                 "sampling": settings,
-                "run_id": run_id,
                 "created_at": created_at,
             })
     return out

@@ -62,7 +62,9 @@ def build_rows(recipe: Recipe) -> Build:
         prompts = render_prompts(parsed.seeds, recipe.teacher.system_prompt)
     b.stages["engine_start"] = 0.0  # listed before generation; filled in below
     with timed(b.stages, "generate"):
-        b.generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.teachers(), b.run_id)
+        generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.teachers())
+    # Stamped here, not in the cached batches: a resumed run owns every row it publishes.
+    b.generated = [{**r, "run_id": b.run_id} for r in generated]
     b.stages["engine_start"] = engine_seconds
     b.stages["generate"] -= engine_seconds
     long_ids = {r["seed_id"] for r in too_long}

@@ -1,12 +1,25 @@
+"""Teacher generation: one cached task run per batch of rows and teacher.
+
+A batch's completions are cached by content (the batch's conversations, the
+teacher, its model and engine settings, the sampling settings, and the code
+version), persisted under Prefect's result storage. A crashed or cancelled run,
+rerun with the same recipe, recomputes only the batches it had not finished; a
+changed recipe recomputes the batches the change touches.
+"""
+
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 
+import distillery
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.generation import attach_completions, batched, sampling_kwargs
 from distillery.prompts import over_budget, render_messages
@@ -15,8 +28,26 @@ from tasks.load import ENGINE_TAG, engine_died
 
 Teacher = tuple[str, str, "str | None", SamplingConfig]
 
+_CODE = [Path(distillery.__file__).parent / f for f in ("generation.py", "prompts.py", "adapters/engine.py")] + [Path(__file__)]
 
-def _too_long(rows: list[dict], teachers: list[Teacher], max_model_len: int) -> dict[int, str]:
+
+def code_version() -> str:
+    """Hash of the code that shapes a completion: a change there invalidates cached batches."""
+    digest = hashlib.sha256()
+    for path in _CODE:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def batch_cache_key(context, parameters: dict) -> str:
+    rows, teacher, spec, params = parameters["rows"], parameters["teacher"], parameters["spec"], parameters["params"]
+    content = [[r["seed_id"], r["messages"]] for r in rows]
+    blob = json.dumps([content, teacher, spec.__dict__, params, code_version()], sort_keys=True, default=str)
+    return "distillery-generate-" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+@task(name="check-lengths", cache_policy=NONE)
+def check_lengths(rows: list[dict], teachers: list[Teacher], max_model_len: int) -> dict[int, str]:
     """Row positions whose prompt does not fit the context for some teacher, with why."""
     why: dict[int, str] = {}
     for name, model, system, sampling in teachers:
@@ -27,30 +58,41 @@ def _too_long(rows: list[dict], teachers: list[Teacher], max_model_len: int) -> 
     return why
 
 
-@task(name="teacher-generate", cache_policy=NONE, tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died)
-def generate(
-    rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], run_id: str
-) -> tuple[list[dict], list[dict], float]:
-    """Completions from every teacher for every row that fits the context; the rest are rejected.
+@task(
+    name="teacher-generate",
+    tags=[ENGINE_TAG],
+    retries=1,
+    retry_condition_fn=engine_died,
+    cache_key_fn=batch_cache_key,
+    persist_result=True,
+)
+def generate_batch(rows: list[dict], teacher: str, spec: EngineSpec, params: dict) -> tuple[list[dict], float]:
+    """One LLM.chat call for a batch; also the seconds spent opening the engine (0 if open)."""
+    started = time.perf_counter()
+    engine = get_engine(spec)
+    opened = time.perf_counter() - started
+    completions = engine.chat([r["messages"] for r in rows], params)
+    out = attach_completions(rows, completions, teacher, spec.model, params, datetime.now(timezone.utc))
+    get_run_logger().info("teacher %s: %d completions for %d prompts", teacher, len(out), len(rows))
+    return out, opened
 
-    Also returns the seconds spent opening engines (0 when this process had them).
-    """
-    logger = get_run_logger()
-    too_long = _too_long(rows, teachers, teacher.max_model_len)
+
+def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher]) -> tuple[list[dict], list[dict], float]:
+    """Completions from every teacher for every row that fits the context; the rest are
+    rejected. Runs inside a flow: one task run per batch and teacher."""
+    too_long = check_lengths(rows, teachers, teacher.max_model_len)
     rejected = [{**r, "stage": "render", "reason": "prompt_too_long", "detail": why} for i, r in enumerate(rows) if (why := too_long.get(i))]
     fits = [r for i, r in enumerate(rows) if i not in too_long]
-    out, engine_seconds = [], 0.0
     total = len(fits) * sum(t[3].n for t in teachers)
     progress = create_progress_artifact(0.0, description=f"teacher completions: 0 of {total}")
+    out, engine_seconds = [], 0.0
     # Teachers sharing a model run back to back on one engine.
     for name, model, system, sampling in sorted(teachers, key=lambda t: t[1] != teacher.model):
-        started = time.perf_counter()
-        engine = get_engine(EngineSpec.from_teacher(teacher, model=model))
-        engine_seconds += time.perf_counter() - started
+        spec = EngineSpec.from_teacher(teacher, model=model)
         params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
         for batch in batched(render_messages(fits, system), teacher.batch_size):
-            completions = engine.chat([r["messages"] for r in batch], params)
-            out += attach_completions(batch, completions, name, model, params, run_id, datetime.now(timezone.utc))
-            logger.info("teacher %s: %d completions (%d rows so far)", name, sum(map(len, completions)), len(out))
+            done, opened = generate_batch(list(batch), name, spec, params)
+            out += done
+            engine_seconds += opened
             update_progress_artifact(progress, 100.0 * len(out) / max(total, 1), description=f"teacher completions: {len(out)} of {total}")
     return out, rejected, engine_seconds
