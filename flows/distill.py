@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from distillery.adapters.engine import EngineSpec, describe
 from distillery.errors import DistilleryError
@@ -23,6 +24,11 @@ from tasks.load import load_seeds
 from tasks.prompts import render_prompts
 from tasks.report import publish_report
 from tasks.write import write_dataset
+
+
+# Row lists go to tasks wrapped in `quote`: Prefect otherwise walks every element
+# of every parameter looking for upstream futures, which cost 77 s of a 107 s
+# run of the non-engine stages at 100k rows (bench/orchestration.py).
 
 
 class DegenerateJudgeError(DistilleryError):
@@ -59,7 +65,7 @@ def build_rows(recipe: Recipe) -> Build:
         parsed = load_seeds(recipe.source)
     b.rows_in = parsed.rows_in
     with timed(b.stages, "render"):
-        prompts = render_prompts(parsed.seeds, recipe.teacher.system_prompt)
+        prompts = render_prompts(quote(parsed.seeds), recipe.teacher.system_prompt)
     b.stages["engine_start"] = 0.0  # listed before generation; filled in below
     with timed(b.stages, "generate"):
         generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.teachers())
@@ -70,11 +76,11 @@ def build_rows(recipe: Recipe) -> Build:
     long_ids = {r["seed_id"] for r in too_long}
     b.fitting_seeds = [s["seed_id"] for s in parsed.seeds if s["seed_id"] not in long_ids]
     with timed(b.stages, "dedup"):
-        unique, duplicates = dedup(b.generated, recipe.dedup)
+        unique, duplicates = dedup(quote(b.generated), recipe.dedup)
     b.scored, judge_rejects = unique, []
     if recipe.judge.enabled:
         with timed(b.stages, "judge"):
-            b.scored, judge_rejects = judge(unique, recipe.judge, recipe.teacher)
+            b.scored, judge_rejects = judge(quote(unique), recipe.judge, recipe.teacher)
     b.rejected = [*parsed.rejects, *too_long, *duplicates, *judge_rejects]
     return b
 
@@ -112,7 +118,7 @@ def distill(recipe: Recipe) -> dict:
         report = judge_report([r["judge_score"] for r in b.scored])
         check_judge(recipe, report)
         with timed(b.stages, "filter"):
-            kept, low = filter_rows(b.scored, recipe.judge.min_score)
+            kept, low = filter_rows(quote(b.scored), recipe.judge.min_score)
     rejected = [*b.rejected, *low]
     per_prompt = sum(t[3].n for t in recipe.teachers())
     summary = summarize(b.rows_in, per_prompt, len(b.generated), kept, rejected, b.stages, b.generated)
@@ -122,10 +128,10 @@ def distill(recipe: Recipe) -> dict:
         raise RuntimeError("row accounting failed: " + "; ".join(problems))
 
     with timed(b.stages, "write"):
-        manifest = write_dataset(kept, rejected, recipe, summary, b.run_id, b.created_at, engine_info(recipe))
+        manifest = write_dataset(quote(kept), quote(rejected), recipe, summary, b.run_id, b.created_at, engine_info(recipe))
     manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
     if recipe.dedup.enabled and recipe.dedup.update_index:
-        total = update_index(kept, recipe.dedup)
+        total = update_index(quote(kept), recipe.dedup)
         logger.info("dedup index %s now holds %d rows", recipe.dedup.index_uri, total)
     publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample_table(kept))
     logger.info("dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))

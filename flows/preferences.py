@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from distillery.judge import judge_report
 from distillery.preferences import candidate_pairs, confirm_pairs, preference_rows
@@ -38,7 +39,7 @@ def preferences(recipe: Recipe) -> dict:
     verdicts = None
     if recipe.preferences.pairwise_check:
         with timed(b.stages, "pairwise"):
-            verdicts = pairwise(pairs, recipe.judge, recipe.teacher)
+            verdicts = pairwise(quote(pairs), recipe.judge, recipe.teacher)
     kept, disputed = confirm_pairs(pairs, verdicts)
     rows = preference_rows(kept, recipe.judge_model, b.run_id, b.created_at)
     report = judge_report([r["judge_score"] for r in b.scored], verdicts or [])
@@ -67,7 +68,7 @@ def preferences(recipe: Recipe) -> dict:
     }
     if summary["rows_in"] != summary["pairs"] + summary["rejected"]:
         raise RuntimeError(f"prompt accounting failed: {summary['rows_in']} in != {summary['pairs']} pairs + {summary['rejected']} excluded")
-    manifest = write_dataset(rows, rejected, recipe, summary, b.run_id, b.created_at, engine_info(recipe), schema=PREFERENCE_SCHEMA)
+    manifest = write_dataset(quote(rows), quote(rejected), recipe, summary, b.run_id, b.created_at, engine_info(recipe), schema=PREFERENCE_SCHEMA)
     sample = [{"seed_id": r["seed_id"], "prompt": r["prompt"][-1]["content"][:300], "chosen": r["chosen"][0]["content"][:300],
                "rejected": r["rejected"][0]["content"][:300], "score_chosen": r["score_chosen"], "score_rejected": r["score_rejected"]} for r in rows[:10]]
     publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample)

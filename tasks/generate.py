@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
+from prefect.exceptions import MissingContextError
+from prefect.utilities.annotations import quote
 
 import distillery
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
@@ -39,8 +42,16 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+def _logger():
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called bare (`generate_batch.fn`), outside any run
+        return logging.getLogger("distillery")
+
+
 def batch_cache_key(context, parameters: dict) -> str:
     rows, teacher, spec, params = parameters["rows"], parameters["teacher"], parameters["spec"], parameters["params"]
+    rows = rows.unquote() if isinstance(rows, quote) else rows
     content = [[r["seed_id"], r["messages"]] for r in rows]
     blob = json.dumps([content, teacher, spec.__dict__, params, code_version()], sort_keys=True, default=str)
     return "distillery-generate-" + hashlib.sha256(blob.encode()).hexdigest()
@@ -73,14 +84,14 @@ def generate_batch(rows: list[dict], teacher: str, spec: EngineSpec, params: dic
     opened = time.perf_counter() - started
     completions = engine.chat([r["messages"] for r in rows], params)
     out = attach_completions(rows, completions, teacher, spec.model, params, datetime.now(timezone.utc))
-    get_run_logger().info("teacher %s: %d completions for %d prompts", teacher, len(out), len(rows))
+    _logger().info("teacher %s: %d completions for %d prompts", teacher, len(out), len(rows))
     return out, opened
 
 
 def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher]) -> tuple[list[dict], list[dict], float]:
     """Completions from every teacher for every row that fits the context; the rest are
     rejected. Runs inside a flow: one task run per batch and teacher."""
-    too_long = check_lengths(rows, teachers, teacher.max_model_len)
+    too_long = check_lengths(quote(rows), teachers, teacher.max_model_len)
     rejected = [{**r, "stage": "render", "reason": "prompt_too_long", "detail": why} for i, r in enumerate(rows) if (why := too_long.get(i))]
     fits = [r for i, r in enumerate(rows) if i not in too_long]
     total = len(fits) * sum(t[3].n for t in teachers)
@@ -91,7 +102,7 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher]) 
         spec = EngineSpec.from_teacher(teacher, model=model)
         params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
         for batch in batched(render_messages(fits, system), teacher.batch_size):
-            done, opened = generate_batch(list(batch), name, spec, params)
+            done, opened = generate_batch(quote(list(batch)), name, spec, params)
             out += done
             engine_seconds += opened
             update_progress_artifact(progress, 100.0 * len(out) / max(total, 1), description=f"teacher completions: {len(out)} of {total}")
