@@ -122,6 +122,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api.stop(*(p for p in (worker, server) if p is not None))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from distillery.export import export_dataset
+
+    done = export_dataset(args.output, args.format, args.to)
+    print(f"exported {done['rows']} rows as {args.format} to {done['path']}")
+    return 0
+
+
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     from distillery.adapters.models import prepare_default_model
 
@@ -173,6 +181,11 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--home", help="PREFECT_HOME for the server's database (default: Prefect's)")
     srv.add_argument("--log", help="append the server's and worker's output to this file")
     srv.set_defaults(func=cmd_serve)
+    exp = sub.add_parser("export", help="write a dataset as openai / alpaca / sharegpt / hf")
+    exp.add_argument("output", help="dataset folder or URI (a finished build)")
+    exp.add_argument("--format", required=True, choices=["openai", "alpaca", "sharegpt", "hf"])
+    exp.add_argument("--to", required=True, help="file (openai: .jsonl, alpaca/sharegpt: .json) or folder (hf)")
+    exp.set_defaults(func=cmd_export)
     prep = sub.add_parser("prepare-model", help="convert the shipped default model to safetensors (once)")
     prep.set_defaults(func=cmd_prepare_model)
     schema = sub.add_parser("recipe-schema", help="print the recipe's JSON schema")

@@ -19,6 +19,8 @@ ROW_SCHEMA = pa.schema(
         pa.field("messages", pa.list_(MESSAGE), nullable=False),
         pa.field("prompt", pa.string(), nullable=False),
         pa.field("response", pa.string(), nullable=False),
+        pa.field("instruction", pa.string()),  # the seed's instruction and input, as given
+        pa.field("input", pa.string()),
         pa.field("seed_id", pa.string(), nullable=False),
         pa.field("sample_index", pa.int32(), nullable=False),
         pa.field("teacher", pa.string(), nullable=False),

@@ -157,4 +157,5 @@ def test_preference_dataset_loads_in_trl_format(prefect_api, tmp_path):
     from conftest import ROOT
 
     shown = subprocess.run([sys.executable, "-m", "distillery.cli", "inspect", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
-    assert shown.returncode == 0 and "manifest check: OK" in shown.stdout and "chosen (" in shown.stdout
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "manifest check: OK" in shown.stdout and "chosen (" in shown.stdout

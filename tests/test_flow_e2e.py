@@ -193,3 +193,55 @@ def test_index_keeps_a_second_build_from_re_adding_rows(prefect_api, seed_file, 
 
     with pytest.raises(Exception, match="different settings"):
         run_build(seed_file, tmp_path / "three", dedup={"index_uri": str(index), "num_perm": 64})
+
+
+@pytest.mark.parametrize("fmt", ["openai", "alpaca", "sharegpt", "hf"])
+def test_exports_load_in_their_consumers(build, tmp_path, seed_records, fmt):
+    from datasets import load_dataset
+
+    from distillery.export import export_dataset
+
+    _, out = build
+    rows = sorted(read_parts(out, "data"), key=lambda r: r["id"])
+    target = tmp_path / ("hf" if fmt == "hf" else f"export.{'jsonl' if fmt == 'openai' else 'json'}")
+    assert export_dataset(str(out), fmt, str(target))["rows"] == len(rows)
+    ds = load_dataset(str(target), split="train") if fmt == "hf" else load_dataset("json", data_files=str(target), split="train")
+    assert len(ds) == len(rows)
+    got = {json.dumps(r, sort_keys=True) for r in ds.to_list()}
+    if fmt == "openai":
+        want = [{"messages": r["messages"]} for r in rows]
+    elif fmt == "alpaca":
+        seeds = {s["id"]: s for s in seed_records}
+        for r in rows:  # the seed's own instruction and input survive, not the rendered prompt
+            if r["seed_id"] in seeds:
+                assert r["instruction"] == seeds[r["seed_id"]]["instruction"].strip()
+        want = [{"instruction": r["instruction"], "input": r["input"], "output": r["response"]} for r in rows]
+    elif fmt == "sharegpt":
+        names = {"system": "system", "user": "human", "assistant": "gpt"}
+        want = [{"conversations": [{"from": names[m["role"]], "value": m["content"]} for m in r["messages"]]} for r in rows]
+    else:
+        assert (target / "README.md").read_text() == (out / "README.md").read_text()
+        assert {r["id"] for r in ds.to_list()} == {r["id"] for r in rows}
+        return
+    assert got == {json.dumps(w, sort_keys=True) for w in want}
+
+
+def test_export_trusts_only_the_manifest(build, tmp_path):
+    from distillery.adapters.storage import StorageError
+    from distillery.export import export_dataset
+
+    _, out = build
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    shard = next((copy / "data").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(StorageError, match="sha256"):
+        export_dataset(str(copy), "openai", str(tmp_path / "x.jsonl"))
+
+
+def test_engine_leaves_no_ld_preload_behind(build):
+    """vLLM's CPU platform sets LD_PRELOAD (torch's libgomp) for its workers; children
+    of this process then abort ("terminate called without an active exception")."""
+    import os
+
+    assert "libgomp" not in os.environ.get("LD_PRELOAD", "")

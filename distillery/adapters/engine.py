@@ -105,6 +105,7 @@ class Engine:
     dead = False
 
     def __init__(self, spec: EngineSpec):
+        preload = os.environ.get("LD_PRELOAD")  # before vLLM is imported; see below
         _cpu_defaults()
         from vllm import LLM  # heavy: imported only when an engine is opened
         from vllm.platforms import current_platform
@@ -116,6 +117,10 @@ class Engine:
         if current_platform.is_cpu():
             extra = _cpu_engine_args()
             guard = _unscannable_attrs_hidden()
+        # vLLM's CPU platform writes LD_PRELOAD (tcmalloc, libgomp) into this
+        # process's environment for the workers it spawns. Left there, it leaks
+        # into every later child of this process (CLI calls, Prefect workers),
+        # which then abort at random; it is restored once the engine is up.
         try:
             with guard:
                 self.llm = LLM(
@@ -129,6 +134,11 @@ class Engine:
                 )
         except Exception as err:
             raise EngineError(f"vLLM could not open {spec.model} ({self.model_path}): {err.__class__.__name__}: {str(err)[:500]}") from err
+        finally:
+            if preload is None:
+                os.environ.pop("LD_PRELOAD", None)
+            else:
+                os.environ["LD_PRELOAD"] = preload
         self.tokenizer = self.llm.get_tokenizer()
 
     def count_prompt_tokens(self, conversations: list[list[dict]]) -> list[int]:
