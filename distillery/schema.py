@@ -33,7 +33,8 @@ ROW_SCHEMA = pa.schema(
         pa.field("judge_method", pa.string()),
         pa.field("judge_score", pa.int8()),
         pa.field("judge_score_expected", pa.float32()),
-        pa.field("judge_aspects", pa.map_(pa.string(), pa.int8())),
+        # a struct, not a map: `datasets` has no map type
+        pa.field("judge_aspects", pa.struct([(a, pa.int8()) for a in ("helpfulness", "honesty", "instruction_following")])),
         pa.field("judge_rationale", pa.string()),
         pa.field("dedup_cluster", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),

@@ -207,7 +207,7 @@ def test_exports_load_in_their_consumers(build, tmp_path, seed_records, fmt):
     assert export_dataset(str(out), fmt, str(target))["rows"] == len(rows)
     ds = load_dataset(str(target), split="train") if fmt == "hf" else load_dataset("json", data_files=str(target), split="train")
     assert len(ds) == len(rows)
-    got = {json.dumps(r, sort_keys=True) for r in ds.to_list()}
+    got = {json.dumps(r, sort_keys=True, default=str) for r in ds.to_list()}
     if fmt == "openai":
         want = [{"messages": r["messages"]} for r in rows]
     elif fmt == "alpaca":
