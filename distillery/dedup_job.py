@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from distillery.adapters import dedup_index
 from distillery.adapters.storage import open_dataset, open_input
 from distillery.dedup import DedupParams, Deduplicator, DedupResult
-from distillery.sources import SourceError, get_path
+from distillery.sources import MISSING, SourceError, get_path
 
 
 @dataclass
@@ -85,7 +85,7 @@ class _Job:
         self.malformed: set[int] = set()
 
     def _id(self, position: int, value) -> str:
-        if self.id_column and value is not None and value is not _missing():
+        if self.id_column and value is not None and value is not MISSING:
             return str(value)
         return f"row-{position:012d}"
 
@@ -121,10 +121,10 @@ class _Job:
                 if rec is None:
                     self.malformed.add(position + k)
                     rec = {}
-                seen_column = seen_column or get_path(rec, self.column) is not _missing()
+                seen_column = seen_column or get_path(rec, self.column) is not MISSING
                 ids.append(self._id(position + k, get_path(rec, self.id_column) if self.id_column else None))
                 value = get_path(rec, self.column)
-                texts.append(None if value is _missing() else _text(value))
+                texts.append(None if value is MISSING else _text(value))
                 scores.append(_score(get_path(rec, self.score_column)) if self.score_column else None)
             yield ids, texts, scores
             position += len(batch)
@@ -183,7 +183,7 @@ class _Job:
                 rec = rec or {}
                 ids.append(self._id(position + k, get_path(rec, self.id_column) if self.id_column else None))
                 value = get_path(rec, self.column)
-                texts.append(None if value is _missing() else _text(value))
+                texts.append(None if value is MISSING else _text(value))
                 raws.append(line)
             position += len(batch)
             yield pa.table({"id": pa.array(ids, pa.string()), self.column: pa.array(texts, pa.string()), "record": pa.array(raws, pa.string())})
@@ -195,15 +195,9 @@ def _with(table: pa.Table, columns: dict) -> pa.Table:
     return table
 
 
-def _missing():
-    from distillery.sources import _MISSING
-
-    return _MISSING
-
-
 def _score(value) -> float | None:
     try:
-        return None if value is None or value is _missing() else float(value)
+        return None if value is None or value is MISSING else float(value)
     except (TypeError, ValueError):
         return None
 

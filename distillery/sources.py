@@ -52,7 +52,7 @@ def get_path(record: dict, path: str) -> Any:
         elif isinstance(node, list) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
             node = node[int(part)]
         else:
-            return _MISSING
+            return MISSING
     return node
 
 
@@ -61,11 +61,11 @@ class _Missing:
         return "<missing>"
 
 
-_MISSING = _Missing()
+MISSING = _Missing()
 
 
 def _has_path(records: list[dict], path: str) -> bool:
-    return any(get_path(r, path) is not _MISSING for r in records if isinstance(r, dict))
+    return any(get_path(r, path) is not MISSING for r in records if isinstance(r, dict))
 
 
 def _records_jsonl(data: bytes) -> tuple[list[tuple[int, dict]], list[dict]]:
@@ -111,7 +111,7 @@ def _reject(seed_id: str, reason: str, detail: str, raw: Any) -> dict:
 
 
 def _text(value: Any) -> str | None:
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 

@@ -6,7 +6,7 @@ from prefect.cache_policies import NONE
 from distillery.adapters import dedup_index
 from distillery.dedup import Deduplicator, dedup_text, deduplicate_rows, index_entries
 from distillery.recipe import DedupConfig
-from tasks.load import transient
+from tasks.retry import transient
 
 
 @task(name="dedup", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)

@@ -27,7 +27,7 @@ from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.generation import attach_completions, batched, sampling_kwargs
 from distillery.prompts import over_budget, render_messages
 from distillery.recipe import SamplingConfig, TeacherConfig
-from tasks.load import ENGINE_TAG, engine_died
+from tasks.retry import ENGINE_TAG, engine_died
 
 Teacher = tuple[str, str, "str | None", SamplingConfig]
 

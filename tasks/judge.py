@@ -16,7 +16,7 @@ from distillery.judge import (
 )
 from distillery.prompts import over_budget
 from distillery.recipe import JudgeConfig, TeacherConfig
-from tasks.load import ENGINE_TAG, engine_died
+from tasks.retry import ENGINE_TAG, engine_died
 
 
 def judge_params(config: JudgeConfig) -> tuple[dict, dict]:

@@ -11,7 +11,7 @@ from distillery.recipe import Recipe
 from distillery.report import CARD, MANIFEST, REPORT, build_manifest, dataset_card, dumps, package_versions, run_report_markdown
 from distillery.schema import ROW_SCHEMA, rejects_table, to_table
 from distillery.shards import encode_shards
-from tasks.load import transient
+from tasks.retry import transient
 
 
 @task(name="write-shards", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)

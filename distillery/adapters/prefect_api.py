@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from distillery.errors import DistilleryError
-from distillery.recipe import RecipeError, apply_overrides, build_recipe
+from distillery.recipe import apply_overrides, build_recipe
 
 POOL = "distillery-process"
 ENGINE_LIMIT_TAG = "gpu"
@@ -115,4 +115,4 @@ def trigger(deployment: str, overrides: list[str] | None = None, wait: bool = Fa
     )
 
 
-__all__ = ["PrefectError", "RecipeError", "prepare", "server_env", "start_server", "start_worker", "stop", "trigger"]
+__all__ = ["PrefectError", "prepare", "server_env", "start_server", "start_worker", "stop", "trigger"]
