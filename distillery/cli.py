@@ -51,7 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         close_engines()
 
-    print(f"\ndataset: {result['output']}  (run {result['run_id']})")
+    if result.get("unchanged"):
+        print(f"\ndataset: {result['output']} is already this build (run {result['run_id']}); nothing to do")
+    else:
+        print(f"\ndataset: {result['output']}  (run {result['run_id']})")
     print(format_summary(result["summary"]))
     return 0
 

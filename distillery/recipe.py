@@ -23,8 +23,8 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     uri: str = Field(
         "data/self_instruct_seed_tasks.jsonl",
-        description="Seed file: a local path or an fsspec URI (s3://bucket/key). "
-        "Relative paths resolve against the working directory.",
+        description="Seed file, or a glob of many (seeds/*.jsonl, s3://bucket/seeds/part-*.parquet): "
+        "a local path or an fsspec URI. Relative paths resolve against the working directory.",
         min_length=1,
     )
     format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
@@ -229,13 +229,66 @@ class OutputConfig(_Strict):
         "out/dataset",
         min_length=1,
         description="Output folder: a local path or an fsspec URI (s3://bucket/prefix). "
-        "Shards there are replaced, never appended to.",
+        "Shards there are replaced, never appended to; the manifest is written last.",
     )
     rows_per_shard: int = Field(
-        1000, ge=1, le=10_000_000, description="Rows per Parquet shard."
+        1000, ge=1, le=10_000_000, description="Target rows per Parquet shard."
+    )
+    max_shard_mb: float | None = Field(
+        512.0, gt=0, le=65536,
+        description="Target shard size in MiB of uncompressed Arrow data (as `datasets`' "
+        "max_shard_size counts it); a shard ends at whichever target it reaches first. "
+        "Empty: rows only.",
+    )
+    row_group_size: int = Field(
+        10_000, ge=1, le=10_000_000,
+        description="Rows per Parquet row group: smaller groups read in smaller pieces.",
     )
     compression: Literal["zstd", "snappy", "gzip", "none"] = Field(
         "zstd", description="Parquet compression codec."
+    )
+    compression_level: int | None = Field(
+        3, ge=1, le=22,
+        description="Codec level (zstd 1-22, gzip 1-9; snappy and none ignore it); empty for "
+        "the codec's default.",
+    )
+    if_exists: Literal["replace", "fail"] = Field(
+        "replace",
+        description="When the folder already holds a published dataset from a different "
+        "recipe or source: 'replace' it when this build commits, or 'fail' before "
+        "generating anything. A dataset from the same recipe and source is never rebuilt: "
+        "the rerun is a no-op.",
+    )
+
+    @model_validator(mode="after")
+    def _level_fits_codec(self) -> "OutputConfig":
+        bound = {"zstd": 22, "gzip": 9}.get(self.compression)  # snappy and none take no level
+        if self.compression_level is not None and bound is not None:
+            if self.compression_level > bound:
+                raise ValueError(f"compression_level {self.compression_level} is out of range for {self.compression} (1-{bound})")
+        return self
+
+
+class StorageConfig(_Strict):
+    credentials_block: str | None = Field(
+        None,
+        description="Name of a Prefect AwsCredentials block (prefect-aws) holding the S3 key, "
+        "secret and, for MinIO/SeaweedFS/R2, the endpoint. Empty: credentials come from the "
+        "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) or ~/.aws. "
+        "Never put keys in a recipe.",
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint URL, e.g. http://127.0.0.1:8333. Empty: the "
+        "block's, AWS_ENDPOINT_URL's, or AWS itself.",
+    )
+    retries: int = Field(
+        5, ge=1, le=50,
+        description="Attempts per storage operation on connection errors and 5xx answers.",
+    )
+    retry_backoff_seconds: float = Field(
+        2.0, ge=0, le=600,
+        description="First wait between attempts; it doubles each time (at most 60 s).",
     )
 
 
@@ -276,6 +329,10 @@ class Recipe(_Strict):
     )
     output: OutputConfig = Field(
         default_factory=OutputConfig, description="Where and how shards are written."
+    )
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig,
+        description="S3 credentials (by reference), endpoint and retries, for every s3:// URI.",
     )
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 from collections import Counter
@@ -74,14 +75,24 @@ def accounting_errors(summary: dict) -> list[str]:
     return errors
 
 
+def build_key(recipe: dict, source_digest: str) -> str:
+    """What makes two builds the same: the whole recipe and the bytes of its source."""
+    blob = json.dumps({"recipe": recipe, "source": source_digest}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def build_manifest(
     name: str, run_id: str, created_at: str, recipe: dict, engine: dict,
     data: Sequence[dict], rejected: Sequence[dict], summary: dict, versions: dict,
+    key: str = "", attempt: str = "", source_digest: str = "",
 ) -> dict:
     return {
         "format": "distillery/1",
         "name": name,
         "run_id": run_id,
+        "attempt": attempt,
+        "build_key": key,
+        "source_sha256": source_digest,
         "created_at": created_at,
         "shards": list(data),
         "rejected_shards": list(rejected),

@@ -1,28 +1,56 @@
-"""Shard planning and encoding: tables -> named Parquet blobs with checksums. Pure.
+"""Shard planning and encoding: a table -> fixed-name Parquet shards with checksums. Pure.
 
-Names are deterministic (`data/train-00000-of-00003.parquet`), so a rerun
-replaces the same files instead of appending new ones.
+Names are deterministic (`data/train-00000-of-00003.parquet`) and planned
+before anything is written, so a rerun replaces the same files instead of
+appending new ones. Shards are streamed into any binary file object; the
+sha256 and size are computed on the way, so a shard is never held twice in
+memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+DEFAULT_ROW_GROUP = 10_000
+
 
 @dataclass(frozen=True)
-class EncodedShard:
+class ShardSpec:
+    """How shards are cut and encoded (from the recipe's `output` section)."""
+
+    rows_per_shard: int = 1000
+    max_shard_bytes: int | None = 512 * 1024 * 1024
+    row_group_size: int = DEFAULT_ROW_GROUP
+    compression: str = "zstd"
+    compression_level: int | None = 3
+
+
+@dataclass(frozen=True)
+class ShardPlan:
     path: str  # relative to the dataset root
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    path: str
     rows: int
     sha256: str
-    data: bytes
+    bytes: int
 
     def entry(self) -> dict:
-        return {"path": self.path, "rows": self.rows, "sha256": self.sha256, "bytes": len(self.data)}
+        return {"path": self.path, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes}
 
 
 def shard_bounds(total: int, rows_per_shard: int) -> list[tuple[int, int]]:
@@ -32,23 +60,84 @@ def shard_bounds(total: int, rows_per_shard: int) -> list[tuple[int, int]]:
     return [(i, min(i + rows_per_shard, total)) for i in range(0, total, rows_per_shard)]
 
 
+def rows_per_shard_for(table: pa.Table, spec: ShardSpec) -> int:
+    """The row target, lowered so that a shard's Arrow data stays under the byte target.
+
+    Bytes are measured on the uncompressed Arrow table, as `datasets`' max_shard_size
+    is: files come out smaller once compressed. The average row size is used, so the
+    cut is deterministic for a given table.
+    """
+    rows = spec.rows_per_shard
+    if spec.max_shard_bytes and table.num_rows:
+        fit = spec.max_shard_bytes * table.num_rows // max(1, table.nbytes)  # integers: no float floor surprises
+        rows = min(rows, max(1, fit))
+    return rows
+
+
 def shard_name(prefix: str, split: str, index: int, count: int) -> str:
     return f"{prefix}/{split}-{index:05d}-of-{count:05d}.parquet"
 
 
-def encode_table(table: pa.Table, compression: str) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression=None if compression == "none" else compression)
-    return buf.getvalue()
+def plan_shards(table: pa.Table, prefix: str, split: str, spec: ShardSpec) -> list[ShardPlan]:
+    bounds = shard_bounds(table.num_rows, rows_per_shard_for(table, spec))
+    return [ShardPlan(shard_name(prefix, split, i, len(bounds)), start, stop) for i, (start, stop) in enumerate(bounds)]
 
 
-def encode_shards(table: pa.Table, prefix: str, split: str, rows_per_shard: int, compression: str) -> list[EncodedShard]:
-    bounds = shard_bounds(table.num_rows, rows_per_shard)
+class HashingWriter:
+    """A write-only binary file that hashes and counts what passes through it."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:  # the caller owns `raw`; pyarrow calls close when it is done
+        self.closed = True
+
+
+def write_shard(
+    table: pa.Table, plan: ShardPlan, sink, spec: ShardSpec, on_row_group: Callable[[int], None] | None = None
+) -> WrittenShard:
+    """Encode rows [plan.start, plan.stop) of `table` as one Parquet file into `sink`.
+
+    `on_row_group(n)` is called after each row group is handed to the writer.
+    """
+    out = HashingWriter(sink)
+    compression = None if spec.compression == "none" else spec.compression
+    level = spec.compression_level if compression in ("zstd", "gzip", "brotli") else None
+    part = table.slice(plan.start, plan.rows)
+    with pq.ParquetWriter(out, table.schema, compression=compression, compression_level=level) as writer:
+        if part.num_rows == 0:
+            writer.write_table(part)
+        for n, offset in enumerate(range(0, part.num_rows, spec.row_group_size), start=1):
+            writer.write_table(part.slice(offset, spec.row_group_size), row_group_size=spec.row_group_size)
+            if on_row_group:
+                on_row_group(n)
+    return WrittenShard(plan.path, plan.rows, out.digest.hexdigest(), out.size)
+
+
+def encode_shards(table: pa.Table, prefix: str, split: str, spec: ShardSpec) -> list[tuple[WrittenShard, bytes]]:
+    """Every shard in memory: for tests and small tables."""
     shards = []
-    for index, (start, stop) in enumerate(bounds):
-        data = encode_table(table.slice(start, stop - start), compression)
-        name = shard_name(prefix, split, index, len(bounds))
-        shards.append(EncodedShard(name, stop - start, hashlib.sha256(data).hexdigest(), data))
+    for plan in plan_shards(table, prefix, split, spec):
+        buf = io.BytesIO()
+        shards.append((write_shard(table, plan, buf, spec), buf.getvalue()))
     return shards
 
 

@@ -6,8 +6,10 @@ records are returned as rejects with a reason, never dropped.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ class SourceError(DistilleryError, ValueError):
 class ParsedSource:
     seeds: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
+    digest: str = ""  # sha256 over every file's name and bytes: what the build read
 
     @property
     def rows_in(self) -> int:
@@ -148,4 +151,40 @@ def parse_source(
             continue
         extra = _text(get_path(rec, input_column)) if input_column else None
         out.seeds.append({"seed_id": seed_id, "instruction": instruction.strip(), "input": (extra or "").strip()})
+    return out
+
+
+def parse_sources(files: list[tuple[str, bytes]], fmt: str = "auto", instruction_column: str = "instruction",
+                  input_column: str | None = None, id_column: str | None = None, limit: int | None = None) -> ParsedSource:
+    """Parse one file or many (a glob's matches, in order) into one set of seed rows.
+
+    With several files, positional ids carry the file's name (`part-1.jsonl:row-3`).
+    A seed id seen before is quarantined as `duplicate_seed_id`, never silently merged.
+    """
+    digest = hashlib.sha256()
+    out = ParsedSource()
+    for uri, data in files:
+        digest.update(f"{uri}\0{len(data)}\0".encode())
+        digest.update(data)
+        remaining = None if limit is None else limit - out.rows_in
+        if remaining is not None and remaining <= 0:
+            continue
+        part = parse_source(data, uri, fmt, instruction_column, input_column, id_column, remaining)
+        if len(files) > 1:
+            name = posixpath.basename(uri)
+            for row in [*part.seeds, *part.rejects]:
+                if row["seed_id"].startswith(("row-", "line-")):
+                    row["seed_id"] = f"{name}:{row['seed_id']}"
+        out.seeds += part.seeds
+        out.rejects += part.rejects
+    seen: set[str] = set()
+    unique = []
+    for seed in out.seeds:
+        if seed["seed_id"] in seen:
+            out.rejects.append(_reject(seed["seed_id"], "duplicate_seed_id", f"seed id {seed['seed_id']!r} appears more than once (source.id_column={id_column!r}); ids must be unique", seed))
+            continue
+        seen.add(seed["seed_id"])
+        unique.append(seed)
+    out.seeds = unique
+    out.digest = digest.hexdigest()
     return out

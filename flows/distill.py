@@ -16,14 +16,14 @@ from distillery.adapters.engine import EngineSpec, describe
 from distillery.errors import DistilleryError
 from distillery.judge import judge_report
 from distillery.recipe import Recipe
-from distillery.report import accounting_errors, format_summary, summarize
+from distillery.report import accounting_errors, build_key, format_summary, summarize
 from tasks.dedup import dedup, update_index
 from tasks.generate import generate
 from tasks.judge import filter_rows, judge
 from tasks.load import load_seeds
 from tasks.prompts import render_prompts
 from tasks.report import publish_report
-from tasks.write import write_dataset
+from tasks.write import check_output, repair_card, write_dataset
 
 
 # Row lists go to tasks wrapped in `quote`: Prefect otherwise walks every element
@@ -56,14 +56,35 @@ class Build:
     rejected: list[dict] = field(default_factory=list)
     fitting_seeds: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
+    key: str = ""  # recipe + source: equal keys, equal builds
+    source_digest: str = ""
+    previous_run: str | None = None  # the published build this one replaces, if any
+    published: dict | None = None  # set when this very build is already published
+
+
+def unchanged(recipe: Recipe, manifest: dict) -> dict:
+    """The result of a rerun that found its own build already published."""
+    get_run_logger().info(
+        "%s already holds this build (run %s, same recipe and source): nothing to do. "
+        "Delete its manifest.json or change output.uri to build again.", recipe.output.uri, manifest["run_id"])
+    repair_card(recipe, manifest)
+    return {"output": recipe.output.uri, "run_id": manifest["run_id"], "summary": manifest["summary"],
+            "shards": manifest["shards"], "unchanged": True}
 
 
 def build_rows(recipe: Recipe) -> Build:
     """Load, render, generate with every teacher, dedup, judge. Runs inside a flow."""
     b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
     with timed(b.stages, "load"):
-        parsed = load_seeds(recipe.source)
+        parsed = load_seeds(recipe.source, recipe.storage)
     b.rows_in = parsed.rows_in
+    b.source_digest = parsed.digest
+    b.key = build_key(recipe.model_dump(mode="json"), parsed.digest)
+    state = check_output(recipe, b.key)
+    if state.status == "complete":
+        b.published = state.manifest
+        return b
+    b.previous_run = state.run_id
     with timed(b.stages, "render"):
         prompts = render_prompts(quote(parsed.seeds), recipe.teacher.system_prompt)
     b.stages["engine_start"] = 0.0  # listed before generation; filled in below
@@ -112,6 +133,8 @@ def distill(recipe: Recipe) -> dict:
     """Build a distillation dataset as the recipe describes and return its summary."""
     logger = get_run_logger()
     b = build_rows(recipe)
+    if b.published:
+        return unchanged(recipe, b.published)
     kept, low = b.scored, []
     report = None
     if recipe.judge.enabled:
@@ -128,7 +151,8 @@ def distill(recipe: Recipe) -> dict:
         raise RuntimeError("row accounting failed: " + "; ".join(problems))
 
     with timed(b.stages, "write"):
-        manifest = write_dataset(quote(kept), quote(rejected), recipe, summary, b.run_id, b.created_at, engine_info(recipe))
+        manifest = write_dataset(quote(kept), quote(rejected), recipe, summary, b.run_id, b.created_at, engine_info(recipe),
+                                 key=b.key, source_digest=b.source_digest, previous_run=b.previous_run)
     manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
     if recipe.dedup.enabled and recipe.dedup.update_index:
         total = update_index(quote(kept), recipe.dedup)

@@ -17,7 +17,7 @@ from distillery.preferences import candidate_pairs, confirm_pairs, preference_ro
 from distillery.recipe import Recipe
 from distillery.report import format_summary
 from distillery.schema import PREFERENCE_SCHEMA
-from flows.distill import build_rows, check_judge, engine_info, timed
+from flows.distill import build_rows, check_judge, engine_info, timed, unchanged
 from tasks.report import publish_report
 from tasks.judge import pairwise
 from tasks.write import write_dataset
@@ -35,6 +35,8 @@ def preferences(recipe: Recipe) -> dict:
         raise RecipeError("preferences need at least 2 completions per prompt (sampling.n or extra_teachers) and judge.enabled")
     logger = get_run_logger()
     b = build_rows(recipe)
+    if b.published:
+        return unchanged(recipe, b.published)
     pairs, excluded = candidate_pairs(b.scored, b.fitting_seeds, recipe.preferences.min_margin)
     verdicts = None
     if recipe.preferences.pairwise_check:
@@ -68,7 +70,8 @@ def preferences(recipe: Recipe) -> dict:
     }
     if summary["rows_in"] != summary["pairs"] + summary["rejected"]:
         raise RuntimeError(f"prompt accounting failed: {summary['rows_in']} in != {summary['pairs']} pairs + {summary['rejected']} excluded")
-    manifest = write_dataset(quote(rows), quote(rejected), recipe, summary, b.run_id, b.created_at, engine_info(recipe), schema=PREFERENCE_SCHEMA)
+    manifest = write_dataset(quote(rows), quote(rejected), recipe, summary, b.run_id, b.created_at, engine_info(recipe), schema=PREFERENCE_SCHEMA,
+                             key=b.key, source_digest=b.source_digest, previous_run=b.previous_run)
     sample = [{"seed_id": r["seed_id"], "prompt": r["prompt"][-1]["content"][:300], "chosen": r["chosen"][0]["content"][:300],
                "rejected": r["rejected"][0]["content"][:300], "score_chosen": r["score_chosen"], "score_rejected": r["score_rejected"]} for r in rows[:10]]
     publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample)

@@ -24,6 +24,7 @@ from prefect.utilities.annotations import quote
 
 import distillery
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
+from distillery.faults import failpoint
 from distillery.generation import attach_completions, batched, sampling_kwargs
 from distillery.prompts import over_budget, render_messages
 from distillery.recipe import SamplingConfig, TeacherConfig
@@ -106,4 +107,5 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher]) 
             out += done
             engine_seconds += opened
             update_progress_artifact(progress, 100.0 * len(out) / max(total, 1), description=f"teacher completions: {len(out)} of {total}")
+            failpoint("generate.batch")
     return out, rejected, engine_seconds

@@ -3,18 +3,21 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from distillery.adapters.storage import read_bytes
-from distillery.recipe import SourceConfig
-from distillery.sources import ParsedSource, parse_source
-from tasks.retry import transient
+from distillery.adapters.storage import read_many, storage_options
+from distillery.recipe import SourceConfig, StorageConfig
+from distillery.sources import ParsedSource, parse_sources
 
 
-@task(name="load-seeds", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
-def load_seeds(source: SourceConfig) -> ParsedSource:
-    data = read_bytes(source.uri, what="seed file")
-    return parse_source(
-        data,
-        source.uri,
+@task(name="load-seeds", cache_policy=NONE)
+def load_seeds(source: SourceConfig, storage: StorageConfig | None = None) -> ParsedSource:
+    """Every seed file the URI (or glob) names, parsed; storage retries are inside read_many."""
+    storage = storage or StorageConfig()
+    files = read_many(
+        source.uri, "seed file", storage.retries, storage.retry_backoff_seconds,
+        **storage_options(storage.credentials_block, storage.endpoint_url),
+    )
+    return parse_sources(
+        files,
         fmt=source.format,
         instruction_column=source.instruction_column,
         input_column=source.input_column,

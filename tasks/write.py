@@ -1,44 +1,184 @@
+"""Publishing a dataset: stage every shard, commit them into place, manifest last.
+
+The protocol, after Hadoop's output committer and Delta Lake's conditional puts:
+
+1. every shard is streamed to `_temporary/<attempt>/...`, a name of its own for
+   this attempt (a crash here leaves only staging files nobody reads);
+2. the writer checks that the published dataset is still the one it saw when
+   the build started (else another writer got there first: it stops);
+3. it unpublishes the dataset it replaces (removes its manifest), moves each
+   shard to its fixed name, removes shards the new plan does not have, and
+   writes the card and report;
+4. it creates `manifest.json` only if none exists (a conditional PUT on S3), so
+   two writers cannot both publish; then it removes `_temporary/`.
+
+Readers trust only the manifest: a folder without one is unfinished, and a
+rerun finishes it. A rerun of a published build with the same recipe and
+source is a no-op (`check_output`).
+"""
+
 from __future__ import annotations
 
+import json
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from distillery.adapters.storage import open_dataset
+from distillery.adapters.storage import Dataset, PublishConflict, open_dataset, storage_options
+from distillery.errors import DistilleryError
+from distillery.faults import failpoint
 from distillery.recipe import Recipe
 from distillery.report import CARD, MANIFEST, REPORT, build_manifest, dataset_card, dumps, package_versions, run_report_markdown
 from distillery.schema import ROW_SCHEMA, rejects_table, to_table
-from distillery.shards import encode_shards
-from tasks.retry import transient
+from distillery.shards import ShardSpec, plan_shards, write_shard
+
+STAGING = "_temporary"
+MiB = 1024 * 1024
 
 
-@task(name="write-shards", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
+class OutputExists(DistilleryError):
+    """The output already holds a different dataset and the recipe said not to replace it."""
+
+
+@dataclass
+class OutputState:
+    status: str  # "new": nothing published; "complete": this very build is; "replace": another is
+    manifest: dict | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.manifest.get("run_id") if self.manifest else None
+
+
+def dataset_for(recipe: Recipe) -> Dataset:
+    st = recipe.storage
+    return open_dataset(recipe.output.uri, st.retries, st.retry_backoff_seconds, **storage_options(st.credentials_block, st.endpoint_url))
+
+
+def shard_spec(recipe: Recipe) -> ShardSpec:
+    out = recipe.output
+    max_bytes = int(out.max_shard_mb * MiB) if out.max_shard_mb else None
+    return ShardSpec(out.rows_per_shard, max_bytes, out.row_group_size, out.compression, out.compression_level)
+
+
+def read_manifest(ds: Dataset) -> dict | None:
+    if not ds.exists(MANIFEST):
+        return None
+    try:
+        return json.loads(ds.read(MANIFEST))
+    except json.JSONDecodeError:
+        return {"run_id": "(unreadable manifest)"}
+
+
+@task(name="check-output", cache_policy=NONE)
+def check_output(recipe: Recipe, key: str) -> OutputState:
+    """What the output folder holds now, before any generation is spent."""
+    manifest = read_manifest(dataset_for(recipe))
+    if manifest is None:
+        return OutputState("new")
+    if manifest.get("build_key") == key:
+        return OutputState("complete", manifest)
+    if recipe.output.if_exists == "fail":
+        raise OutputExists(
+            f"{recipe.output.uri} already holds dataset {manifest.get('name')!r} (run {manifest.get('run_id')}) built from "
+            "a different recipe or source; choose another output.uri, or set output.if_exists=replace"
+        )
+    return OutputState("replace", manifest)
+
+
+def repair_card(recipe: Recipe, manifest: dict) -> None:
+    """Rewrite the card and report of a published build if they went missing (both derive from the manifest)."""
+    ds = dataset_for(recipe)
+    if not ds.exists(CARD):
+        ds.write(CARD, dataset_card(manifest).encode())
+    if not ds.exists(REPORT):
+        ds.write(REPORT, run_report_markdown(manifest["name"], ds.uri, manifest["run_id"], manifest["summary"]).encode())
+
+
+def _staged(ds: Dataset, staging: str, table: pa.Table, plans, spec: ShardSpec) -> list:
+    def stage(plan):
+        def fill(fh):
+            return write_shard(table, plan, fh, spec, on_row_group=lambda n: failpoint("write.row_group"))
+        return ds.stream(f"{staging}/{plan.path}", fill)
+
+    workers = max(1, min(len(plans), os.cpu_count() or 1, 8))
+    if workers == 1:
+        return [stage(p) for p in plans]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # pyarrow and hashlib release the GIL
+        return list(pool.map(stage, plans))
+
+
+def publish(
+    ds: Dataset, tables: list[tuple[pa.Table, str, str]], spec: ShardSpec, make_manifest, previous_run: str | None,
+    attempt: str,
+) -> dict:
+    """Stage, commit, publish. `make_manifest(data_entries, rejected_entries)` builds the manifest."""
+    staging = f"{STAGING}/{attempt}"
+    written = []
+    for table, prefix, split in tables:
+        written.append(_staged(ds, staging, table, plan_shards(table, prefix, split, spec), spec))
+    failpoint("write.staged")
+
+    current = read_manifest(ds)
+    current_run = current.get("run_id") if current else None
+    if current_run != previous_run:
+        ds.remove_tree(staging)
+        raise PublishConflict(
+            f"{ds.uri}: another writer published run {current_run} while this build ran (it started from "
+            f"{previous_run or 'an empty folder'}); nothing of this run was published. Rerun to replace it, or write elsewhere"
+        )
+    if current is not None:
+        ds.remove(MANIFEST)  # unpublish what this build replaces: from here on the folder is unfinished
+    paths = set()
+    for shard in [s for group in written for s in group]:
+        ds.move(f"{staging}/{shard.path}", shard.path)
+        paths.add(shard.path)
+    for folder in {prefix for _, prefix, _ in tables}:
+        for path in ds.list(folder):
+            if path.endswith(".parquet") and path not in paths:  # from an earlier build with more shards
+                ds.remove(path)
+    failpoint("write.committed")
+
+    manifest = make_manifest([s.entry() for s in written[0]], [s.entry() for g in written[1:] for s in g])
+    ds.write(CARD, dataset_card(manifest).encode())
+    ds.write(REPORT, run_report_markdown(manifest["name"], ds.uri, manifest["run_id"], manifest["summary"]).encode())
+    try:
+        ds.create(MANIFEST, dumps(manifest))
+    except PublishConflict:
+        theirs = read_manifest(ds) or {}
+        if theirs.get("attempt") != attempt:  # not our own PUT answered twice after a dropped connection
+            raise
+    ds.remove_tree(STAGING)  # ours, and what crashed or losing attempts left behind
+    return manifest
+
+
+@task(name="write-shards", cache_policy=NONE)
 def write_dataset(
     kept: list[dict], rejected: list[dict], recipe: Recipe, summary: dict,
     run_id: str, created_at: datetime, engine: dict, schema: pa.Schema = ROW_SCHEMA,
+    key: str = "", source_digest: str = "", previous_run: str | None = None,
 ) -> dict:
-    """Shards first, then the card, the manifest last: a folder without a manifest is unfinished."""
-    out = recipe.output
+    """Shards first, then the card, the manifest last: a folder without a manifest is unfinished.
+
+    Storage retries happen inside (per operation, with backoff); the task itself
+    is not retried, so an outage ends in one clear error.
+    """
     rejected = [{"run_id": run_id, "created_at": created_at, **r} for r in rejected]
-    data = encode_shards(to_table(kept, schema), "data", "train", out.rows_per_shard, out.compression)
-    rejects = encode_shards(rejects_table(rejected), "rejected", "rejected", out.rows_per_shard, out.compression)
-    ds = open_dataset(out.uri)
-    if ds.exists(MANIFEST):
-        ds.remove(MANIFEST)
-    for shard in [*data, *rejects]:
-        ds.write(shard.path, shard.data)
-    written = {s.path for s in [*data, *rejects]}
-    # Shards of an earlier build with more shards would otherwise linger beside ours.
-    for path in ds.list("data") + ds.list("rejected"):
-        if path.endswith(".parquet") and path not in written:
-            ds.remove(path)
-    manifest = build_manifest(
-        recipe.name, run_id, created_at.isoformat(), recipe.model_dump(mode="json"), engine,
-        [s.entry() for s in data], [s.entry() for s in rejects], summary, package_versions(),
-    )
-    ds.write(CARD, dataset_card(manifest).encode())
-    ds.write(REPORT, run_report_markdown(recipe.name, out.uri, run_id, summary).encode())
-    ds.write(MANIFEST, dumps(manifest))
+    tables = [(to_table(kept, schema), "data", "train"), (rejects_table(rejected), "rejected", "rejected")]
+    attempt = f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+
+    def make_manifest(data: list[dict], rejects: list[dict]) -> dict:
+        return build_manifest(
+            recipe.name, run_id, created_at.isoformat(), recipe.model_dump(mode="json"), engine,
+            data, rejects, summary, package_versions(), key=key, attempt=attempt, source_digest=source_digest,
+        )
+
+    manifest = publish(dataset_for(recipe), tables, shard_spec(recipe), make_manifest, previous_run, attempt)
+    get_run_logger().info("published %s: %d shards, %d rows (attempt %s)", recipe.output.uri, len(manifest["shards"]), manifest["rows"], attempt)
     return manifest

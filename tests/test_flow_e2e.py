@@ -143,6 +143,43 @@ def test_manifest_and_card(build):
     assert "smollm2-135m-instruct" in card and str(result["summary"]["kept"]) in card
 
 
+def task_names(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return sorted(r.name.rsplit("-", 1)[0] for r in runs)
+
+
+def test_rerunning_a_published_build_is_a_no_op(prefect_api, build, seed_file):
+    from flows.distill import distill
+
+    first, out = build
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    state = distill(build_recipe(tiny_recipe_dict(str(seed_file), str(out))), return_state=True)
+    result = state.result()
+    assert result["unchanged"] and result["run_id"] == first["run_id"]
+    assert result["summary"] == json.loads((out / "manifest.json").read_text())["summary"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # not a byte rewritten
+    assert task_names(state.state_details.flow_run_id) == ["check-output", "load-seeds"]  # no engine, no judge
+
+
+def test_a_different_build_stops_before_generating_when_told_not_to_replace(prefect_api, build, seed_file):
+    from flows.distill import distill
+    from tasks.write import OutputExists
+
+    _, out = build
+    data = tiny_recipe_dict(str(seed_file), str(out))
+    data["sampling"]["max_tokens"] = 25
+    data["output"]["if_exists"] = "fail"
+    state = distill(build_recipe(data), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(OutputExists, match="set output.if_exists=replace"):
+        state.result()
+    assert task_names(state.state_details.flow_run_id) == ["check-output", "load-seeds"]
+
+
 def test_rerun_gives_the_same_ids_and_replaces_shards(prefect_api, build, seed_file):
     first, out = build
     ids = sorted(r["id"] for r in read_parts(out, "data"))

@@ -62,3 +62,43 @@ def test_unknown_extension_asks_for_a_format():
 def test_limit_keeps_the_first_records():
     parsed = parse(SEEDS.read_bytes(), limit=7, id_column="id")
     assert [s["seed_id"] for s in parsed.seeds] == [f"seed_task_{i}" for i in range(7)]
+
+
+def test_glob_of_mixed_files_reads_every_seed_once(seed_records, tmp_path):
+    """Many files in several formats through one glob: every seed in, bad rows quarantined, ids unique."""
+    from distillery.adapters.storage import read_many
+    from distillery.sources import parse_sources
+
+    flat = [{"id": r["id"], "instruction": r["instruction"], "input": r["instances"][0]["input"]} for r in seed_records]
+    parts = tmp_path / "seeds"
+    parts.mkdir()
+    pl.DataFrame(flat[:60]).write_parquet(parts / "part-0.parquet")
+    (parts / "part-1.jsonl").write_text("\n".join([*(json.dumps(r) for r in flat[60:120]), "{broken", json.dumps(flat[0])]))
+    pl.DataFrame(flat[120:]).write_csv(parts / "part-2.csv")
+    (parts / "notes.txt").write_text("not a seed file")
+
+    files = read_many(str(parts / "part-*"))
+    assert [u.rsplit("/", 1)[1] for u, _ in files] == ["part-0.parquet", "part-1.jsonl", "part-2.csv"]
+    parsed = parse_sources(files, input_column="input", id_column="id")
+    assert sorted(s["seed_id"] for s in parsed.seeds) == sorted(r["id"] for r in flat)
+    assert parsed.rows_in == 175 + 2  # a broken line and a repeated id are counted, not lost
+    assert {(r["seed_id"], r["reason"]) for r in parsed.rejects} == {
+        ("part-1.jsonl:line-61", "malformed_json"), ("seed_task_0", "duplicate_seed_id")}
+    assert len(parsed.digest) == 64
+    (parts / "part-2.csv").write_text((parts / "part-2.csv").read_text() + "extra_1,One more task,\n")
+    assert parse_sources(read_many(str(parts / "part-*")), input_column="input", id_column="id").digest != parsed.digest
+
+
+def test_glob_matching_nothing_names_the_pattern(tmp_path):
+    from distillery.adapters.storage import StorageError, read_many
+
+    with pytest.raises(StorageError, match=r"seeds-\*\.jsonl: the pattern matched no files"):
+        read_many(str(tmp_path / "seeds-*.jsonl"), "seed file")
+
+
+def test_positional_ids_name_their_file_when_there_are_many():
+    from distillery.sources import parse_sources
+
+    a = b'{"instruction": "one"}\n{"instruction": "two"}'
+    parsed = parse_sources([("x/a.jsonl", a), ("x/b.jsonl", a)], limit=3)
+    assert [s["seed_id"] for s in parsed.seeds] == ["a.jsonl:row-1", "a.jsonl:row-2", "b.jsonl:row-1"]
