@@ -200,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The ephemeral Prefect server phones home unless told not to; these
     # machines may have no route out, and a data tool should not call out anyway.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Storage retries and other distillery.* log lines go to the run's logs (UI and console).
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "distillery")
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -62,3 +62,14 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real S3 server (SeaweedFS `weed mini`) on 127.0.0.1, with a key, for the session."""
+    from seaweed import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweed") / "data")
+    server.start()
+    yield server
+    server.stop()

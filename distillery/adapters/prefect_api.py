@@ -31,6 +31,7 @@ def server_env(port: int, home: str | None = None) -> dict:
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
+    env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "distillery")  # storage retries show in the run's logs
     env.setdefault("DISTILLERY_HOME", str(ROOT))
     if home:
         env["PREFECT_HOME"] = home

@@ -283,7 +283,8 @@ class Dataset:
             self.fs.invalidate_cache(base)
             if not self.fs.exists(base):
                 return []
-            return sorted(posixpath.relpath(p, self.root) for p in self.fs.find(base))
+            found = self.fs.find(base, detail=True)  # S3 servers may list empty "directories": skip them
+            return sorted(posixpath.relpath(p, self.root) for p, info in found.items() if info.get("type") != "directory")
 
         return self._retry(f"listing {folder} in", find)
 
