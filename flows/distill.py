@@ -97,7 +97,7 @@ def build_rows(recipe: Recipe) -> Build:
     long_ids = {r["seed_id"] for r in too_long}
     b.fitting_seeds = [s["seed_id"] for s in parsed.seeds if s["seed_id"] not in long_ids]
     with timed(b.stages, "dedup"):
-        unique, duplicates = dedup(quote(b.generated), recipe.dedup)
+        unique, duplicates = dedup(quote(b.generated), recipe.dedup, recipe.storage)
     b.scored, judge_rejects = unique, []
     if recipe.judge.enabled:
         with timed(b.stages, "judge"):
@@ -155,7 +155,7 @@ def distill(recipe: Recipe) -> dict:
                                  key=b.key, source_digest=b.source_digest, previous_run=b.previous_run)
     manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
     if recipe.dedup.enabled and recipe.dedup.update_index:
-        total = update_index(quote(kept), recipe.dedup)
+        total = update_index(quote(kept), recipe.dedup, recipe.storage)
         logger.info("dedup index %s now holds %d rows", recipe.dedup.index_uri, total)
     publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample_table(kept))
     logger.info("dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))

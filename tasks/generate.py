@@ -103,9 +103,11 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher]) 
         spec = EngineSpec.from_teacher(teacher, model=model)
         params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
         for batch in batched(render_messages(fits, system), teacher.batch_size):
-            done, opened = generate_batch(quote(list(batch)), name, spec, params)
+            state = generate_batch(quote(list(batch)), name, spec, params, return_state=True)
+            done, opened = state.result()
             out += done
-            engine_seconds += opened
+            if state.name != "Cached":  # a cached batch replays the engine start of the run that made it
+                engine_seconds += opened
             update_progress_artifact(progress, 100.0 * len(out) / max(total, 1), description=f"teacher completions: {len(out)} of {total}")
             failpoint("generate.batch")
     return out, rejected, engine_seconds

@@ -30,7 +30,7 @@ import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from distillery.adapters.storage import Dataset, PublishConflict, open_dataset, storage_options
+from distillery.adapters.storage import Dataset, PublishConflict, StorageError, open_dataset, storage_options
 from distillery.errors import DistilleryError
 from distillery.faults import failpoint
 from distillery.recipe import Recipe
@@ -107,7 +107,8 @@ def _staged(ds: Dataset, staging: str, table: pa.Table, plans, spec: ShardSpec) 
             return write_shard(table, plan, fh, spec, on_row_group=lambda n: failpoint("write.row_group"))
         return ds.stream(f"{staging}/{plan.path}", fill)
 
-    workers = max(1, min(len(plans), os.cpu_count() or 1, 8))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(len(plans), cores, 8))
     if workers == 1:
         return [stage(p) for p in plans]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # pyarrow and hashlib release the GIL
@@ -179,6 +180,12 @@ def write_dataset(
             data, rejects, summary, package_versions(), key=key, attempt=attempt, source_digest=source_digest,
         )
 
-    manifest = publish(dataset_for(recipe), tables, shard_spec(recipe), make_manifest, previous_run, attempt)
+    try:
+        manifest = publish(dataset_for(recipe), tables, shard_spec(recipe), make_manifest, previous_run, attempt)
+    except PublishConflict:
+        raise
+    except StorageError as err:
+        raise StorageError(f"{err}. Nothing of this build was published (no manifest); rerun the same recipe once "
+                           "storage answers: finished generation comes from the cache") from None
     get_run_logger().info("published %s: %d shards, %d rows (attempt %s)", recipe.output.uri, len(manifest["shards"]), manifest["rows"], attempt)
     return manifest

@@ -67,9 +67,12 @@ def prefect_api():
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
     """A real S3 server (SeaweedFS `weed mini`) on 127.0.0.1, with a key, for the session."""
+    import secrets
+
     from seaweed import SeaweedFS
 
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweed") / "data")
+    # A random key id too: the tests look for the key id and the secret in logs and files.
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweed") / "data", access_key="AKID" + secrets.token_hex(8).upper())
     server.start()
     yield server
     server.stop()

@@ -13,9 +13,9 @@ from distillery.dedup import DedupParams, Deduplicator
 from distillery.dedup_index import META, add_part, check_meta, decode_part, encode_part, new_meta, part_name
 
 
-def load_into(dedup: Deduplicator, uri: str) -> int:
+def load_into(dedup: Deduplicator, uri: str, **options) -> int:
     """Add an index's rows to a deduplicator; returns how many (0 if no index yet)."""
-    ds = open_dataset(uri)
+    ds = open_dataset(uri, **options)
     if not ds.exists(META):
         return 0
     meta = json.loads(ds.read(META))
@@ -29,9 +29,9 @@ def load_into(dedup: Deduplicator, uri: str) -> int:
     return meta["rows"]
 
 
-def append(uri: str, params: DedupParams, ids: list[str], keys: list[bytes], sigs: np.ndarray) -> dict:
+def append(uri: str, params: DedupParams, ids: list[str], keys: list[bytes], sigs: np.ndarray, **options) -> dict:
     """Write one more part, then the updated index.json (last, so readers never see a partial part)."""
-    ds = open_dataset(uri)
+    ds = open_dataset(uri, **options)
     if ds.exists(META):
         meta = json.loads(ds.read(META))
         check_meta(meta, params, uri)

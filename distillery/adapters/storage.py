@@ -61,8 +61,20 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, OSError) and any(t in text for t in _TRANSIENT_TEXT)
 
 
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_SECRET_KEY", "AWS_ACCESS_KEY")
+_secrets: set[str] = set()  # values passed in as options: scrubbed from every message like the environment's
+
+
+def scrub(text: str) -> str:
+    """The text with every known credential replaced: messages may quote a request."""
+    for value in _secrets | {os.environ.get(k, "") for k in _SECRET_ENV}:
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
 def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {str(err)[:300]}"
+    return scrub(f"{type(err).__name__}: {str(err)[:300]}")
 
 
 def retrying(what: str, fn: Callable[[], T], attempts: int = 5, backoff: float = 2.0, max_delay: float = 60.0) -> T:
@@ -75,14 +87,18 @@ def retrying(what: str, fn: Callable[[], T], attempts: int = 5, backoff: float =
     for attempt in range(1, attempts + 1):
         try:
             return fn()
+        except PermissionError as err:
+            raise StorageError(
+                f"{what}: access denied ({_describe(err)}); check the credentials (storage.credentials_block, or "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_ENDPOINT_URL) and the bucket's permissions"
+            ) from None
         except BaseException as err:
             if not isinstance(err, Exception) or not is_transient(err):
                 raise
             if attempt == attempts:
                 raise StorageError(
                     f"{what}: storage did not answer after {attempts} attempts over {time.monotonic() - started:.0f} s "
-                    f"(last error {_describe(err)}); check that the endpoint is up and rerun: the build resumes "
-                    "from its cached results and nothing half-written was published"
+                    f"(last error {_describe(err)}); check that the endpoint is up, then try again"
                 ) from None
             delay = min(max_delay, backoff * 2 ** (attempt - 1))
             log.warning("%s failed (%s); attempt %d of %d, retrying in %.1f s", what, _describe(err), attempt, attempts, delay)
@@ -132,12 +148,18 @@ def storage_options(credentials_block: str | None = None, endpoint_url: str | No
             options["client_kwargs"] = client
     if endpoint_url:
         options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+    _secrets.update(v for k, v in options.items() if k in ("key", "secret", "token"))
     return options
 
 
 def _for(uri: str, options: dict) -> dict:
     """Only s3 URIs take the S3 options."""
-    return options if uri.startswith(("s3://", "s3a://")) else {}
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    _secrets.update(v for k, v in options.items() if k in ("key", "secret", "token") and isinstance(v, str))
+    # One quick retry inside botocore; the backoff, its budget and its log lines are `retrying`'s.
+    config = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 120}
+    return {**options, "config_kwargs": {**config, **options.get("config_kwargs", {})}}
 
 
 def read_bytes(uri: str, what: str = "file", retries: int = 5, backoff: float = 2.0, **options: Any) -> bytes:
