@@ -152,10 +152,20 @@ def storage_options(credentials_block: str | None = None, endpoint_url: str | No
     return options
 
 
+def _quiet_wire_logs() -> None:
+    """botocore logs every request's headers at DEBUG, the access key id among them: keep
+    its loggers at INFO whatever the root level (set them yourself to debug the wire)."""
+    for name in ("botocore", "aiobotocore", "s3fs", "urllib3"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:  # not configured by the user
+            logger.setLevel(logging.INFO)
+
+
 def _for(uri: str, options: dict) -> dict:
     """Only s3 URIs take the S3 options."""
     if not uri.startswith(("s3://", "s3a://")):
         return {}
+    _quiet_wire_logs()
     _secrets.update(v for k, v in options.items() if k in ("key", "secret", "token") and isinstance(v, str))
     # One quick retry inside botocore; the backoff, its budget and its log lines are `retrying`'s.
     config = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 120}
