@@ -36,6 +36,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Prefect is imported only once the recipe is valid.
     if recipe.flow == "preferences":
         from flows.preferences import preferences as build
+    elif recipe.flow == "score_targets":
+        from flows.score_targets import score_targets as build
     else:
         from flows.distill import distill as build
 
@@ -57,6 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\ndataset: {result['output']}  (run {result['run_id']})")
     print(format_summary(result["summary"]))
     return 0
+
+
+def _kd_check(args: argparse.Namespace) -> int:
+    from distillery.adapters.tokenizers import cmd_kd_check
+
+    return cmd_kd_check(args)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -189,6 +197,10 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", required=True, choices=["openai", "alpaca", "sharegpt", "hf"])
     exp.add_argument("--to", required=True, help="file (openai: .jsonl, alpaca/sharegpt: .json) or folder (hf)")
     exp.set_defaults(func=cmd_export)
+    kdc = sub.add_parser("kd-check", help="does a student's tokenizer match the teacher's that wrote a KD dataset?")
+    kdc.add_argument("output", help="dataset folder or URI built with kd.top_k")
+    kdc.add_argument("--student", required=True, help="the student model's folder (or a tokenizer folder)")
+    kdc.set_defaults(func=_kd_check)
     prep = sub.add_parser("prepare-model", help="convert the shipped default model to safetensors (once)")
     prep.set_defaults(func=cmd_prepare_model)
     schema = sub.add_parser("recipe-schema", help="print the recipe's JSON schema")

@@ -34,6 +34,11 @@ def inspect_dataset(uri: str, rows: int = 3) -> tuple[str, bool]:
     lines = [f"dataset {manifest.get('name')} at {uri} (run {manifest.get('run_id')}, {manifest.get('created_at')})"]
     lines.append(f"shards: {len(manifest['shards'])} ({manifest['rows']} rows), rejected shards: {len(manifest['rejected_shards'])} ({manifest['rejected_rows']} rows)")
     lines.append(format_summary(manifest["summary"]))
+    kd = manifest.get("kd")
+    if kd:
+        tok = kd["tokenizer"]
+        lines.append(f"soft targets: top-{kd['top_k']} {kd['distribution']} as {kd['logprob_dtype']}, {kd['entries']} entries, "
+                     f"{kd['bytes_per_entry']} bytes each on disk; tokenizer {tok['name']} ({tok['vocab_size']} ids, sha256 {tok['sha256'][:12]})")
     if manifest["shards"] and files.get(manifest["shards"][0]["path"]):
         table = pq.read_table(io.BytesIO(files[manifest["shards"][0]["path"]]))
         for row in table.slice(0, rows).to_pylist():

@@ -53,6 +53,12 @@ class SourceConfig(_Strict):
         le=10_000_000,
         description="Use only the first N records of the source (after reading).",
     )
+    response_column: str | None = Field(
+        None,
+        description="For flow 'score_targets' only: the column holding each record's existing "
+        "answer (dotted path allowed, e.g. 'instances.0.output'), which the teacher scores "
+        "instead of generating.",
+    )
 
 
 class TeacherConfig(_Strict):
@@ -232,7 +238,8 @@ class OutputConfig(_Strict):
         "Shards there are replaced, never appended to; the manifest is written last.",
     )
     rows_per_shard: int = Field(
-        1000, ge=1, le=10_000_000, description="Target rows per Parquet shard."
+        100_000, ge=1, le=10_000_000,
+        description="Target rows per Parquet shard (max_shard_mb usually ends a shard first).",
     )
     max_shard_mb: float | None = Field(
         512.0, gt=0, le=65536,
@@ -269,6 +276,36 @@ class OutputConfig(_Strict):
         return self
 
 
+class KDConfig(_Strict):
+    top_k: int = Field(
+        0, ge=0, le=20,
+        description="Keep the teacher's top-K token ids and logprobs at every generated token "
+        "(soft targets for knowledge distillation), beside the sampled token and its logprob. "
+        "0: off. vLLM returns at most 20 by default (max_logprobs).",
+    )
+    distribution: Literal["raw_logprobs", "processed_logprobs"] = Field(
+        "raw_logprobs",
+        description="Which distribution is stored: 'raw_logprobs' is the model's own log-softmax, "
+        "before temperature and top-p; 'processed_logprobs' is after them (what was sampled "
+        "from). Recorded in the manifest.",
+    )
+    logprob_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="How logprobs are stored (float16: 2 bytes before compression)."
+    )
+    logprob_bits: int = Field(
+        7, ge=1, le=10,
+        description="float16 mantissa bits kept (10: all). 7 is the teacher's own bf16 precision "
+        "(relative error <= 0.4%) and lets zstd store a (token, k) entry in under 3 bytes.",
+    )
+    teacher_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="With extra_teachers: merge every teacher's top-K at each position of each "
+        "answer into one mixture (weighted, over the union of ids, renormalized). Teacher name -> "
+        "weight; empty means each teacher's answers keep only their own teacher's targets. "
+        "Teachers must share a tokenizer.",
+    )
+
+
 class StorageConfig(_Strict):
     credentials_block: str | None = Field(
         None,
@@ -302,10 +339,11 @@ class Recipe(_Strict):
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Dataset name, used in the dataset card and manifest.",
     )
-    flow: Literal["distill", "preferences"] = Field(
+    flow: Literal["distill", "preferences", "score_targets"] = Field(
         "distill",
-        description="What `distillery run` builds: 'distill' (SFT rows: prompt and answer) or "
-        "'preferences' (chosen/rejected pairs for DPO).",
+        description="What `distillery run` builds: 'distill' (SFT rows: prompt and answer), "
+        "'preferences' (chosen/rejected pairs for DPO), or 'score_targets' (soft targets for "
+        "the existing answers in source.response_column, without generating).",
     )
     source: SourceConfig = Field(default_factory=SourceConfig, description="Seed input.")
     teacher: TeacherConfig = Field(
@@ -330,6 +368,9 @@ class Recipe(_Strict):
     output: OutputConfig = Field(
         default_factory=OutputConfig, description="Where and how shards are written."
     )
+    kd: KDConfig = Field(
+        default_factory=KDConfig, description="Knowledge distillation: the teacher's token distributions."
+    )
     storage: StorageConfig = Field(
         default_factory=StorageConfig,
         description="S3 credentials (by reference), endpoint and retries, for every s3:// URI.",
@@ -350,6 +391,22 @@ class Recipe(_Strict):
         names = [self.teacher.name, *(t.name for t in self.extra_teachers)]
         if len(set(names)) != len(names):
             raise ValueError(f"teacher names must be unique, got {names}; rename extra_teachers entries")
+        return self
+
+    @model_validator(mode="after")
+    def _kd_fits(self) -> "Recipe":
+        names = {self.teacher.name, *(t.name for t in self.extra_teachers)}
+        unknown = sorted(set(self.kd.teacher_weights) - names)
+        if unknown:
+            raise ValueError(f"kd.teacher_weights names unknown teachers {unknown}; teachers are {sorted(names)}")
+        if self.kd.teacher_weights and self.kd.top_k == 0:
+            raise ValueError("kd.teacher_weights needs kd.top_k > 0")
+        if any(w < 0 for w in self.kd.teacher_weights.values()) or (self.kd.teacher_weights and sum(self.kd.teacher_weights.values()) <= 0):
+            raise ValueError("kd.teacher_weights must be >= 0 with a positive sum")
+        if self.flow == "preferences" and self.kd.top_k:
+            raise ValueError("kd.top_k applies to the distill and score_targets flows, not preferences")
+        if self.flow == "score_targets" and (not self.source.response_column or self.kd.top_k == 0):
+            raise ValueError("flow 'score_targets' needs source.response_column (the existing answers) and kd.top_k > 0")
         return self
 
     @property

@@ -48,9 +48,14 @@ class WrittenShard:
     rows: int
     sha256: str
     bytes: int
+    column_bytes: tuple[tuple[str, int], ...] = ()  # compressed bytes per top-level column
 
     def entry(self) -> dict:
-        return {"path": self.path, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes}
+        entry = {"path": self.path, "rows": self.rows, "sha256": self.sha256, "bytes": self.bytes}
+        kd = {name: size for name, size in self.column_bytes if name.startswith("kd_")}
+        if kd:
+            entry["column_bytes"] = kd
+        return entry
 
 
 def shard_bounds(total: int, rows_per_shard: int) -> list[tuple[int, int]]:
@@ -111,6 +116,26 @@ class HashingWriter:
         self.closed = True
 
 
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """Parquet leaf column paths ('messages.list.element.role'): what per-column options match."""
+    buf = io.BytesIO()
+    pq.write_table(schema.empty_table(), buf)
+    parquet = pq.ParquetFile(io.BytesIO(buf.getvalue())).schema
+    return [parquet.column(i).path for i in range(len(parquet))]
+
+
+def _encodings(schema: pa.Schema) -> dict:
+    """Soft-target columns compress best without dictionaries (ids) and byte-split (float16
+    logprobs); both are standard Parquet encodings every reader knows."""
+    if not any(name.startswith("kd_") for name in schema.names):
+        return {}
+    leaves = _leaf_paths(schema)
+    return {
+        "use_dictionary": [p for p in leaves if not p.startswith("kd_")],
+        "use_byte_stream_split": [p for p in leaves if p.startswith(("kd_token_logprobs", "kd_topk_logprobs"))],
+    }
+
+
 def write_shard(
     table: pa.Table, plan: ShardPlan, sink, spec: ShardSpec, on_row_group: Callable[[int], None] | None = None
 ) -> WrittenShard:
@@ -122,14 +147,22 @@ def write_shard(
     compression = None if spec.compression == "none" else spec.compression
     level = spec.compression_level if compression in ("zstd", "gzip", "brotli") else None
     part = table.slice(plan.start, plan.rows)
-    with pq.ParquetWriter(out, table.schema, compression=compression, compression_level=level) as writer:
+    with pq.ParquetWriter(out, table.schema, compression=compression, compression_level=level, **_encodings(table.schema)) as writer:
         if part.num_rows == 0:
             writer.write_table(part)
         for n, offset in enumerate(range(0, part.num_rows, spec.row_group_size), start=1):
             writer.write_table(part.slice(offset, spec.row_group_size), row_group_size=spec.row_group_size)
             if on_row_group:
                 on_row_group(n)
-    return WrittenShard(plan.path, plan.rows, out.digest.hexdigest(), out.size)
+    sizes: dict[str, int] = {}
+    meta = writer.writer.metadata
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            name = column.path_in_schema.split(".")[0]
+            sizes[name] = sizes.get(name, 0) + column.total_compressed_size
+    return WrittenShard(plan.path, plan.rows, out.digest.hexdigest(), out.size, tuple(sorted(sizes.items())))
 
 
 def encode_shards(table: pa.Table, prefix: str, split: str, spec: ShardSpec) -> list[tuple[WrittenShard, bytes]]:

@@ -127,6 +127,7 @@ def parse_source(
     input_column: str | None = None,
     id_column: str | None = None,
     limit: int | None = None,
+    response_column: str | None = None,
 ) -> ParsedSource:
     """Turn a seed file's bytes into seed rows {seed_id, instruction, input}."""
     fmt = detect_format(uri, fmt)
@@ -137,7 +138,7 @@ def parse_source(
     if limit is not None:
         records = records[:limit]
     dicts = [r for _, r in records if isinstance(r, dict)]
-    for column, option in ((instruction_column, "instruction_column"), (input_column, "input_column"), (id_column, "id_column")):
+    for column, option in ((instruction_column, "instruction_column"), (input_column, "input_column"), (id_column, "id_column"), (response_column, "response_column")):
         if column and dicts and not _has_path(dicts, column):
             found = ", ".join(sorted(dicts[0].keys())[:12])
             raise SourceError(f"{uri}: column {column!r} not found (source.{option}); columns there: {found}")
@@ -150,12 +151,20 @@ def parse_source(
             out.rejects.append(_reject(seed_id, "empty_prompt", f"{instruction_column!r} is empty or missing", rec))
             continue
         extra = _text(get_path(rec, input_column)) if input_column else None
-        out.seeds.append({"seed_id": seed_id, "instruction": instruction.strip(), "input": (extra or "").strip()})
+        seed = {"seed_id": seed_id, "instruction": instruction.strip(), "input": (extra or "").strip()}
+        if response_column:
+            answer = _text(get_path(rec, response_column))
+            if answer is None or not answer.strip():
+                out.rejects.append(_reject(seed_id, "empty_response", f"{response_column!r} is empty or missing", rec))
+                continue
+            seed["response"] = answer.strip()
+        out.seeds.append(seed)
     return out
 
 
 def parse_sources(files: list[tuple[str, bytes]], fmt: str = "auto", instruction_column: str = "instruction",
-                  input_column: str | None = None, id_column: str | None = None, limit: int | None = None) -> ParsedSource:
+                  input_column: str | None = None, id_column: str | None = None, limit: int | None = None,
+                  response_column: str | None = None) -> ParsedSource:
     """Parse one file or many (a glob's matches, in order) into one set of seed rows.
 
     With several files, positional ids carry the file's name (`part-1.jsonl:row-3`).
@@ -169,7 +178,7 @@ def parse_sources(files: list[tuple[str, bytes]], fmt: str = "auto", instruction
         remaining = None if limit is None else limit - out.rows_in
         if remaining is not None and remaining <= 0:
             continue
-        part = parse_source(data, uri, fmt, instruction_column, input_column, id_column, remaining)
+        part = parse_source(data, uri, fmt, instruction_column, input_column, id_column, remaining, response_column)
         if len(files) > 1:
             name = posixpath.basename(uri)
             for row in [*part.seeds, *part.rejects]:

@@ -15,10 +15,13 @@ from prefect.utilities.annotations import quote
 from distillery.adapters.engine import EngineSpec, describe
 from distillery.errors import DistilleryError
 from distillery.judge import judge_report
+from distillery.kd import with_kd
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, build_key, format_summary, summarize
+from distillery.schema import ROW_SCHEMA
 from tasks.dedup import dedup, update_index
 from tasks.generate import generate
+from tasks.kd import check_shared_tokenizer, kd_section, merged
 from tasks.judge import filter_rows, judge
 from tasks.load import load_seeds
 from tasks.prompts import render_prompts
@@ -85,13 +88,18 @@ def build_rows(recipe: Recipe) -> Build:
         b.published = state.manifest
         return b
     b.previous_run = state.run_id
+    if recipe.kd.top_k and recipe.kd.teacher_weights:  # before any engine starts
+        check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
     with timed(b.stages, "render"):
         prompts = render_prompts(quote(parsed.seeds), recipe.teacher.system_prompt)
     b.stages["engine_start"] = 0.0  # listed before generation; filled in below
     with timed(b.stages, "generate"):
-        generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.teachers())
+        generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.teachers(), recipe.kd)
     # Stamped here, not in the cached batches: a resumed run owns every row it publishes.
     b.generated = [{**r, "run_id": b.run_id} for r in generated]
+    if recipe.kd.top_k and recipe.kd.teacher_weights:
+        with timed(b.stages, "kd_merge"):
+            b.generated = merged(b.generated, recipe)
     b.stages["engine_start"] = engine_seconds
     b.stages["generate"] -= engine_seconds
     long_ids = {r["seed_id"] for r in too_long}
@@ -151,8 +159,13 @@ def distill(recipe: Recipe) -> dict:
         raise RuntimeError("row accounting failed: " + "; ".join(problems))
 
     with timed(b.stages, "write"):
+        schema, kd, files = ROW_SCHEMA, None, None
+        if recipe.kd.top_k:
+            schema = with_kd(ROW_SCHEMA, recipe.kd.logprob_dtype)
+            kd, files = kd_section(recipe, kept)
         manifest = write_dataset(quote(kept), quote(rejected), recipe, summary, b.run_id, b.created_at, engine_info(recipe),
-                                 key=b.key, source_digest=b.source_digest, previous_run=b.previous_run)
+                                 schema=schema, key=b.key, source_digest=b.source_digest, previous_run=b.previous_run,
+                                 kd=kd, files=files)
     manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
     if recipe.dedup.enabled and recipe.dedup.update_index:
         total = update_index(quote(kept), recipe.dedup, recipe.storage)

@@ -27,7 +27,7 @@ from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.faults import failpoint
 from distillery.generation import attach_completions, batched, sampling_kwargs
 from distillery.prompts import over_budget, render_messages
-from distillery.recipe import SamplingConfig, TeacherConfig
+from distillery.recipe import KDConfig, SamplingConfig, TeacherConfig
 from tasks.retry import ENGINE_TAG, engine_died
 
 Teacher = tuple[str, str, "str | None", SamplingConfig]
@@ -89,9 +89,11 @@ def generate_batch(rows: list[dict], teacher: str, spec: EngineSpec, params: dic
     return out, opened
 
 
-def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher]) -> tuple[list[dict], list[dict], float]:
+def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], kd: KDConfig | None = None) -> tuple[list[dict], list[dict], float]:
     """Completions from every teacher for every row that fits the context; the rest are
-    rejected. Runs inside a flow: one task run per batch and teacher."""
+    rejected. Runs inside a flow: one task run per batch and teacher. With kd.top_k,
+    every completion keeps the teacher's top-K at each token (kd_* fields)."""
+    kd = kd or KDConfig()
     too_long = check_lengths(quote(rows), teachers, teacher.max_model_len)
     rejected = [{**r, "stage": "render", "reason": "prompt_too_long", "detail": why} for i, r in enumerate(rows) if (why := too_long.get(i))]
     fits = [r for i, r in enumerate(rows) if i not in too_long]
@@ -100,8 +102,10 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher]) 
     out, engine_seconds = [], 0.0
     # Teachers sharing a model run back to back on one engine.
     for name, model, system, sampling in sorted(teachers, key=lambda t: t[1] != teacher.model):
-        spec = EngineSpec.from_teacher(teacher, model=model)
+        spec = EngineSpec.from_teacher(teacher, model=model, logprobs_mode=kd.distribution)
         params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
+        if kd.top_k:
+            params["kd_top_k"] = kd.top_k
         for batch in batched(render_messages(fits, system), teacher.batch_size):
             state = generate_batch(quote(list(batch)), name, spec, params, return_state=True)
             done, opened = state.result()

@@ -23,4 +23,5 @@ def load_seeds(source: SourceConfig, storage: StorageConfig | None = None) -> Pa
         input_column=source.input_column,
         id_column=source.id_column,
         limit=source.limit,
+        response_column=source.response_column,
     )

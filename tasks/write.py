@@ -33,6 +33,7 @@ from prefect.cache_policies import NONE
 from distillery.adapters.storage import Dataset, PublishConflict, StorageError, open_dataset, storage_options
 from distillery.errors import DistilleryError
 from distillery.faults import failpoint
+from distillery.kd import round_logprobs
 from distillery.recipe import Recipe
 from distillery.report import CARD, MANIFEST, REPORT, build_manifest, dataset_card, dumps, package_versions, run_report_markdown
 from distillery.schema import ROW_SCHEMA, rejects_table, to_table
@@ -117,7 +118,7 @@ def _staged(ds: Dataset, staging: str, table: pa.Table, plans, spec: ShardSpec) 
 
 def publish(
     ds: Dataset, tables: list[tuple[pa.Table, str, str]], spec: ShardSpec, make_manifest, previous_run: str | None,
-    attempt: str,
+    attempt: str, files: dict[str, bytes] | None = None,
 ) -> dict:
     """Stage, commit, publish. `make_manifest(data_entries, rejected_entries)` builds the manifest."""
     staging = f"{STAGING}/{attempt}"
@@ -144,6 +145,8 @@ def publish(
         for path in ds.list(folder):
             if path.endswith(".parquet") and path not in paths:  # from an earlier build with more shards
                 ds.remove(path)
+    for path, data in (files or {}).items():  # files beside the shards (kd/tokenizer.json), in before the manifest
+        ds.write(path, data)
     failpoint("write.committed")
 
     manifest = make_manifest([s.entry() for s in written[0]], [s.entry() for g in written[1:] for s in g])
@@ -164,6 +167,7 @@ def write_dataset(
     kept: list[dict], rejected: list[dict], recipe: Recipe, summary: dict,
     run_id: str, created_at: datetime, engine: dict, schema: pa.Schema = ROW_SCHEMA,
     key: str = "", source_digest: str = "", previous_run: str | None = None,
+    kd: dict | None = None, files: dict[str, bytes] | None = None,
 ) -> dict:
     """Shards first, then the card, the manifest last: a folder without a manifest is unfinished.
 
@@ -171,17 +175,24 @@ def write_dataset(
     is not retried, so an outage ends in one clear error.
     """
     rejected = [{"run_id": run_id, "created_at": created_at, **r} for r in rejected]
-    tables = [(to_table(kept, schema), "data", "train"), (rejects_table(rejected), "rejected", "rejected")]
+    table = to_table(kept, schema)
+    if kd is not None:
+        table = round_logprobs(table, recipe.kd.logprob_bits)
+    tables = [(table, "data", "train"), (rejects_table(rejected), "rejected", "rejected")]
     attempt = f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
 
     def make_manifest(data: list[dict], rejects: list[dict]) -> dict:
-        return build_manifest(
+        manifest = build_manifest(
             recipe.name, run_id, created_at.isoformat(), recipe.model_dump(mode="json"), engine,
             data, rejects, summary, package_versions(), key=key, attempt=attempt, source_digest=source_digest,
         )
+        if kd is not None:
+            stored = sum(size for e in data for name, size in e.get("column_bytes", {}).items() if name.startswith("kd_topk_"))
+            manifest["kd"] = {**kd, "topk_bytes": stored, "bytes_per_entry": round(stored / kd["entries"], 3) if kd["entries"] else None}
+        return manifest
 
     try:
-        manifest = publish(dataset_for(recipe), tables, shard_spec(recipe), make_manifest, previous_run, attempt)
+        manifest = publish(dataset_for(recipe), tables, shard_spec(recipe), make_manifest, previous_run, attempt, files)
     except PublishConflict:
         raise
     except StorageError as err:

@@ -97,6 +97,17 @@ def test_bad_override_is_refused_before_any_run(server):
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
+def test_kd_deployment_form_is_the_recipe(server):
+    env, _ = server
+    with client(env) as c:
+        dep = c.read_deployment_by_name("score_targets/kd-score-demo")
+    recipe = dep.parameter_openapi_schema["definitions"]["Recipe"]["properties"]
+    assert "score_targets" in json.dumps(recipe["flow"])
+    kd = dep.parameter_openapi_schema["definitions"]["KDConfig"]["properties"]
+    assert kd["top_k"]["maximum"] == 20 and "soft targets" in kd["top_k"]["description"]
+    assert dep.parameters["recipe"]["kd"] == {"top_k": 20}
+
+
 def test_schedule_is_inactive_until_turned_on_then_creates_runs(server):
     env, _ = server
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType

@@ -31,15 +31,19 @@ class EngineSpec:
     max_model_len: int = 2048
     gpu_memory_utilization: float = 0.5
     tensor_parallel_size: int = 1
+    # Which distribution logprobs describe: the model's raw log-softmax, or after
+    # temperature/top-p (an engine-wide vLLM setting, hence part of the spec).
+    logprobs_mode: str = "raw_logprobs"
 
     @classmethod
-    def from_teacher(cls, teacher: Any, model: str | None = None) -> "EngineSpec":
+    def from_teacher(cls, teacher: Any, model: str | None = None, logprobs_mode: str = "raw_logprobs") -> "EngineSpec":
         return cls(
             model=model or teacher.model,
             dtype=teacher.dtype,
             max_model_len=teacher.max_model_len,
             gpu_memory_utilization=teacher.gpu_memory_utilization,
             tensor_parallel_size=teacher.tensor_parallel_size,
+            logprobs_mode=logprobs_mode,
         )
 
 
@@ -129,6 +133,7 @@ class Engine:
                     max_model_len=spec.max_model_len,
                     gpu_memory_utilization=spec.gpu_memory_utilization,
                     tensor_parallel_size=spec.tensor_parallel_size,
+                    logprobs_mode=spec.logprobs_mode,
                     seed=0,
                     **extra,
                 )
@@ -171,6 +176,10 @@ class Engine:
         structured = None
         if regex or choice:
             structured = StructuredOutputsParams(regex=regex) if regex else StructuredOutputsParams(choice=choice)
+        sampling = dict(sampling)
+        kd_k = sampling.pop("kd_top_k", 0)  # soft targets: the top-k at every generated token
+        if kd_k:
+            sampling["logprobs"] = kd_k
         params = SamplingParams(**sampling, structured_outputs=structured)
         chat_args = {"add_generation_prompt": False, "continue_final_message": True} if continue_final else {}
         try:
@@ -182,7 +191,51 @@ class Engine:
                 f"vLLM failed on a batch of {len(conversations)} conversations for {self.spec.model}: "
                 f"{err.__class__.__name__}: {str(err)[:300]}; see the engine log above"
             ) from None
-        return [[_completion(out, c) for c in out.outputs] for out in outputs]
+        return [[_completion(out, c, kd_k) for c in out.outputs] for out in outputs]
+
+    def score(self, conversations: list[list[dict]], k: int, answer_ids: list[list[int] | None] | None = None) -> list[dict]:
+        """Teacher forcing: the top-k distribution at every token of each conversation's final
+        (assistant) message, from one prompt_logprobs pass; nothing is generated.
+
+        The answer's tokens are the chat template's rendering of the whole conversation
+        after the generation prompt, so they end with the template's end-of-turn token,
+        as a generated answer does. `answer_ids` (per conversation, or None) scores those exact
+        tokens instead, e.g. a generated answer's own ids: re-tokenizing its text need not
+        give them back.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from distillery.kd import targets
+
+        prompts, starts = [], []
+        for n, conv in enumerate(conversations):
+            head = self._template(conv[:-1], add_generation_prompt=True)
+            given = answer_ids[n] if answer_ids else None
+            if given:
+                prompts.append(TokensPrompt(prompt_token_ids=head + list(given)))
+                starts.append(len(head))
+                continue
+            full = self._template(conv, add_generation_prompt=False)
+            if full[: len(head)] != head:
+                raise EngineError(f"{self.spec.model}: the chat template renders the prompt differently with the answer appended; cannot align answer tokens")
+            prompts.append(TokensPrompt(prompt_token_ids=_trim_after_eot(full, len(head), self.tokenizer)))
+            starts.append(len(head))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k)
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as err:
+            self.dead = True
+            raise EngineError(f"vLLM failed scoring {len(prompts)} answers with {self.spec.model}: {err.__class__.__name__}: {str(err)[:300]}") from None
+        out = []
+        for o, start in zip(outputs, starts):
+            ids = list(o.prompt_token_ids)
+            dists = [{i: (lp.logprob, lp.rank) for i, lp in d.items()} for d in o.prompt_logprobs[start:]]
+            out.append({**targets(ids[start:], dists, k), "prompt_tokens": start, "completion_tokens": len(ids) - start})
+        return out
+
+    def _template(self, conv: list[dict], add_generation_prompt: bool) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(conv, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False))
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -195,10 +248,20 @@ class Engine:
         gc.collect()
 
 
-def _completion(out, c) -> dict:
+def _trim_after_eot(ids: list[int], start: int, tokenizer) -> list[int]:
+    """Drop what a template adds after the answer's end-of-turn token (often a newline):
+    a generated answer stops at that token."""
+    eos = tokenizer.eos_token_id
+    for i in range(start, len(ids)):
+        if ids[i] == eos:
+            return ids[: i + 1]
+    return ids
+
+
+def _completion(out, c, kd_k: int = 0) -> dict:
     first = c.logprobs[0] if c.logprobs else None
-    top = {lp.decoded_token: lp.logprob for lp in first.values()} if first else None
-    return {
+    top = {lp.decoded_token: lp.logprob for lp in first.values()} if first and not kd_k else None
+    done = {
         "response": c.text,
         "finish_reason": c.finish_reason,
         "prompt_tokens": len(out.prompt_token_ids or []),
@@ -206,6 +269,12 @@ def _completion(out, c) -> dict:
         "sample_index": c.index,
         "top_logprobs": top,
     }
+    if kd_k:
+        from distillery.kd import targets
+
+        dists = [{i: (lp.logprob, lp.rank) for i, lp in d.items()} for d in c.logprobs]
+        done.update(targets(list(c.token_ids), dists, kd_k))
+    return done
 
 
 _engines: OrderedDict[EngineSpec, Engine] = OrderedDict()
