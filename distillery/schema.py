@@ -37,6 +37,7 @@ ROW_SCHEMA = pa.schema(
         pa.field("judge_aspects", pa.struct([(a, pa.int8()) for a in ("helpfulness", "honesty", "instruction_following")])),
         pa.field("judge_rationale", pa.string()),
         pa.field("dedup_cluster", pa.string()),
+        pa.field("lineage", pa.string()),  # JSON: how a synthesized prompt was made (recipe, round, parent, ...)
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ],
@@ -58,6 +59,7 @@ REJECT_SCHEMA = pa.schema(
         pa.field("dedup_cluster", pa.string()),
         pa.field("duplicate_of", pa.string()),
         pa.field("raw", pa.string()),  # the source record, for rows rejected at load
+        pa.field("lineage", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ],

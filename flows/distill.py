@@ -14,11 +14,13 @@ from prefect.utilities.annotations import quote
 
 from distillery.adapters.engine import EngineSpec, describe
 from distillery.errors import DistilleryError
+from distillery.diversity import diversity_report
 from distillery.judge import judge_report
 from distillery.kd import with_kd
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, build_key, format_summary, summarize
 from distillery.schema import ROW_SCHEMA
+from distillery.sources import ParsedSource
 from tasks.dedup import dedup, update_index
 from tasks.generate import generate
 from tasks.kd import check_shared_tokenizer, kd_section, merged
@@ -75,8 +77,9 @@ def unchanged(recipe: Recipe, manifest: dict) -> dict:
             "shards": manifest["shards"], "unchanged": True}
 
 
-def build_rows(recipe: Recipe) -> Build:
-    """Load, render, generate with every teacher, dedup, judge. Runs inside a flow."""
+def start_build(recipe: Recipe) -> tuple[Build, ParsedSource]:
+    """Load the seeds and look at the output: `b.published` is set when this very build is
+    already there (then nothing else needs to run). Runs inside a flow."""
     b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
     with timed(b.stages, "load"):
         parsed = load_seeds(recipe.source, recipe.storage)
@@ -86,10 +89,24 @@ def build_rows(recipe: Recipe) -> Build:
     state = check_output(recipe, b.key)
     if state.status == "complete":
         b.published = state.manifest
-        return b
+        return b, parsed
     b.previous_run = state.run_id
     if recipe.kd.top_k and recipe.kd.teacher_weights:  # before any engine starts
         check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
+    return b, parsed
+
+
+def build_rows(recipe: Recipe) -> Build:
+    """Load, render, generate with every teacher, dedup, judge. Runs inside a flow."""
+    b, parsed = start_build(recipe)
+    if b.published:
+        return b
+    return finish_rows(recipe, b, parsed)
+
+
+def finish_rows(recipe: Recipe, b: Build, parsed: ParsedSource) -> Build:
+    """Render, generate with every teacher, dedup, judge: the stages every recipe shares."""
+    b.rows_in = parsed.rows_in
     with timed(b.stages, "render"):
         prompts = render_prompts(quote(parsed.seeds), recipe.teacher.system_prompt)
     b.stages["engine_start"] = 0.0  # listed before generation; filled in below
@@ -139,10 +156,20 @@ def sample_table(rows: list[dict], count: int = 10) -> list[dict]:
 @flow(name="distill", log_prints=True, validate_parameters=True)
 def distill(recipe: Recipe) -> dict:
     """Build a distillation dataset as the recipe describes and return its summary."""
-    logger = get_run_logger()
     b = build_rows(recipe)
     if b.published:
         return unchanged(recipe, b.published)
+    return publish_rows(recipe, b)
+
+
+def publish_rows(recipe: Recipe, b: Build, extra: dict | None = None, diversity_of: str = "response",
+                 seed_texts: list[str] | None = None) -> dict:
+    """Judge filter, accounting, diversity report, shards, report: the end every recipe shares.
+
+    `extra` goes into the summary (e.g. per-round synthesis counts); the diversity report is
+    computed on the kept rows' `diversity_of` field against `seed_texts`.
+    """
+    logger = get_run_logger()
     kept, low = b.scored, []
     report = None
     if recipe.judge.enabled:
@@ -154,6 +181,10 @@ def distill(recipe: Recipe) -> dict:
     per_prompt = sum(t[3].n for t in recipe.teachers())
     summary = summarize(b.rows_in, per_prompt, len(b.generated), kept, rejected, b.stages, b.generated)
     summary["judge_report"] = report
+    summary.update(extra or {})
+    with timed(b.stages, "diversity"):
+        summary["diversity"] = diversity_report([r.get(diversity_of) or "" for r in kept], seed_texts or [],
+                                                recipe.dedup.threshold, recipe.dedup.ngram)
     problems = accounting_errors(summary)
     if problems:  # a bug, never an input problem: refuse to publish a dataset that lost rows
         raise RuntimeError("row accounting failed: " + "; ".join(problems))

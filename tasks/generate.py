@@ -53,7 +53,7 @@ def _logger():
 def batch_cache_key(context, parameters: dict) -> str:
     rows, teacher, spec, params = parameters["rows"], parameters["teacher"], parameters["spec"], parameters["params"]
     rows = rows.unquote() if isinstance(rows, quote) else rows
-    content = [[r["seed_id"], r["messages"]] for r in rows]
+    content = [[r["seed_id"], r["messages"], r.get("lineage")] for r in rows]  # lineage too: a cached batch must not replay another run's
     blob = json.dumps([content, teacher, spec.__dict__, params, code_version()], sort_keys=True, default=str)
     return "distillery-generate-" + hashlib.sha256(blob.encode()).hexdigest()
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ["recipe", "sources", "prompts", "dedup", "dedup_index", "minhash", "judge", "preferences", "schema", "shards", "report", "generation", "errors", "faults", "kd", "tokenizer_id"]
+PURE = ["recipe", "sources", "prompts", "dedup", "dedup_index", "minhash", "judge", "preferences", "schema", "shards", "report", "generation", "errors", "faults", "kd", "tokenizer_id", "self_instruct", "diversity", "evol", "textbook", "rephrase", "doc2query"]
 HEAVY = ("prefect", "vllm", "fsspec", "s3fs", "torch")
 
 
@@ -20,7 +20,7 @@ def test_pure_modules_import_no_heavy_packages():
 
 
 def test_importing_the_flow_opens_no_engine():
-    code = "import sys, flows.distill, flows.score_targets, flows.preferences\nprint('vllm' in sys.modules)"
+    code = "import sys, flows.distill, flows.score_targets, flows.preferences, flows.self_instruct, flows.evol_instruct, flows.textbook, flows.rephrase, flows.doc2query\nprint('vllm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip().splitlines()[-1] == "False"
 
@@ -33,13 +33,13 @@ def test_required_layout():
 def test_deployment_declares_the_flow_with_a_valid_recipe():
     import yaml
 
-    from distillery.recipe import Recipe
+    from distillery.recipe import build_recipe
 
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         assert (ROOT / path).is_file()
         module = __import__(path[:-3].replace("/", "."), fromlist=[func])
-        assert getattr(module, func).name in ("distill", "preferences", "score_targets")
-        Recipe.model_validate(dep["parameters"]["recipe"])
+        assert getattr(module, func).name in ("distill", "preferences", "score_targets", "self_instruct", "evol_instruct", "textbook", "rephrase", "doc2query")
+        build_recipe(dep["parameters"]["recipe"])
         assert all(s["active"] is False for s in dep.get("schedules", []))

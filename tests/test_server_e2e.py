@@ -184,3 +184,24 @@ def test_ui_shows_the_report_and_sample_artifacts(server, completed, tmp_path):
     assert "seed_id teacher prompt response judge_score" in sample and "seed_task_0" in sample
     run_page = browse(f"{base}/runs/flow-run/{run_id}", tmp_path, "flow-run.png")
     assert "Completed" in run_page and "Artifacts" in run_page
+
+
+def test_self_instruct_deployment_runs_from_trigger(server, completed, tmp_path):
+    """The self_instruct deployment through the worker, started the way the UI's Run button
+    starts it (a flow run of the deployment with its default recipe plus overrides)."""
+    env, home = server
+    out = tmp_path / "si"
+    run = trigger(env, "self_instruct/self-instruct-demo", "--wait",
+                  "--set", "self_instruct.target=2", "--set", "self_instruct.max_rounds=1",
+                  "--set", "self_instruct.requests_per_round=2", "--set", "self_instruct.max_tokens=64",
+                  "--set", "sampling.max_tokens=16", "--set", "judge.enabled=false", "--set", "source.limit=16",
+                  "--set", f"output.uri={out}")
+    assert run.returncode == 0 and "COMPLETED" in run.stdout, (run.stdout, run.stderr[-3000:], (home / "server.log").read_text()[-3000:])
+    manifest = json.loads((out / "manifest.json").read_text())
+    s = manifest["summary"]
+    assert s["synthesis"]["rounds"][0]["round"] == 1 and s["rows_in"] == s["kept"] + s["rejected"]
+    assert manifest["recipe"]["flow"] == "self_instruct"
+    with client(env) as c:
+        dep = c.read_deployment_by_name("self_instruct/self-instruct-demo")
+    props = dep.parameter_openapi_schema["definitions"]["SelfInstructConfig"]["properties"]
+    assert "ROUGE-L" in props["rouge_threshold"]["description"]

@@ -1,0 +1,141 @@
+"""Self-Instruct (Wang et al., 2023), as Alpaca used it: the prompt, the parser and the
+filters. Pure logic.
+
+Each request shows the teacher 8 tasks from the pool (6 human, 2 machine-written
+once there are some) and asks it to continue the list; the new tasks it writes are
+parsed, filtered (length, keyword blacklist, punctuation, novelty against the whole
+pool by ROUGE-L with a MinHash prefilter) and added to the pool.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasketch import MinHashLSH
+from datasketch.lean_minhash import LeanMinHash
+
+from distillery.minhash import permutations, signatures
+
+# The paper's filter list (its code filters instructions that mention these: a text model cannot do them).
+BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+             "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
+HEADER = "Come up with a series of tasks:\n\n"
+
+
+def request(tasks: Sequence[str]) -> tuple[list[dict], int]:
+    """The chat for one request: the numbered tasks as the user turn, and the assistant
+    turn opened at the next number (continued by the teacher). Returns (messages, next number)."""
+    body = HEADER + "\n".join(f"Task {i}: {t}" for i, t in enumerate(tasks, start=1))
+    nxt = len(tasks) + 1
+    return [{"role": "user", "content": body + f"\nTask {nxt}:"}, {"role": "assistant", "content": f"Task {nxt}:"}], nxt
+
+
+def pick_context(human: Sequence[str], machine: Sequence[str], rng: random.Random, n_human: int = 6, n_machine: int = 2) -> list[str]:
+    """6 human and 2 machine tasks (fewer machine ones while the pool has none), shuffled."""
+    take_m = min(n_machine, len(machine))
+    chosen = rng.sample(list(human), min(len(human), n_human + n_machine - take_m)) + rng.sample(list(machine), take_m)
+    rng.shuffle(chosen)
+    return chosen
+
+
+def parse(continuation: str) -> list[str]:
+    """New instructions from a continuation of 'Task N:': its first part, then each
+    'Task M:' that follows. A part ends at a blank line or an Input:/Output: field."""
+    out = []
+    for part in re.split(r"\n\s*Task\s*\d+\s*[:.]", "\n" + continuation):
+        part = re.split(r"\n\s*\n|\n\s*(?:Input|Output)\s*:", part.strip())[0]
+        part = re.sub(r"\s+", " ", part).strip()
+        if part:
+            out.append(part)
+    return out
+
+
+def tokens(text: str) -> list[str]:
+    """rouge_score's default tokenization: lowercase, alphanumeric runs."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
+    """ROUGE-L F-measure of two token lists (longest common subsequence)."""
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, start=1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, r = lcs / len(b), lcs / len(a)
+    return 2 * p * r / (p + r)
+
+
+@dataclass
+class Verdict:
+    keep: bool
+    reason: str | None = None
+    detail: str | None = None
+
+
+def basic_filter(instruction: str, min_words: int, max_words: int) -> Verdict:
+    words = instruction.split()
+    if len(words) < min_words or len(words) > max_words:
+        return Verdict(False, "length", f"{len(words)} words; bounds are {min_words}-{max_words}")
+    low = instruction.lower()
+    hit = next((w for w in BLACKLIST if re.search(rf"\b{re.escape(w)}\b", low)), None)
+    if hit:
+        return Verdict(False, "blacklisted", f"mentions {hit!r}, which a text model cannot act on")
+    if not instruction[0].isalnum():
+        return Verdict(False, "starts_with_punctuation", instruction[:20])
+    if not instruction[0].isascii():
+        return Verdict(False, "non_english_start", instruction[:20])
+    return Verdict(True)
+
+
+@dataclass
+class NoveltyIndex:
+    """The pool's instructions, for 'is this new?': MinHash-LSH on word unigrams finds the
+    candidates (ROUGE-L >= 0.7 implies unigram Jaccard >= ~0.54, well above the LSH
+    threshold of 0.4), exact ROUGE-L decides."""
+
+    threshold: float = 0.7
+    num_perm: int = 128
+    texts: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.a, self.b = permutations(self.num_perm)
+        self.lsh = MinHashLSH(threshold=0.4, num_perm=self.num_perm)
+        self._tokens: list[list[str]] = []
+
+    def _sig(self, text: str) -> np.ndarray:
+        return signatures([" ".join(tokens(text)) or "-"], 1, self.a, self.b)[0].astype(np.uint64)
+
+    def add(self, text: str, ident: str) -> None:
+        n = len(self.texts)
+        self.texts.append(text)
+        self.ids.append(ident)
+        self._tokens.append(tokens(text))
+        self.lsh.insert(n, LeanMinHash(seed=1, hashvalues=self._sig(text)))
+
+    def nearest(self, text: str) -> tuple[float, str | None]:
+        """The highest ROUGE-L against any candidate the prefilter finds, and its id."""
+        toks = tokens(text)
+        best, who = 0.0, None
+        for n in self.lsh.query(LeanMinHash(seed=1, hashvalues=self._sig(text))):
+            score = rouge_l(toks, self._tokens[n])
+            if score > best:
+                best, who = score, self.ids[n]
+        return best, who
+
+    def check(self, text: str) -> Verdict:
+        score, who = self.nearest(text)
+        if score >= self.threshold:
+            return Verdict(False, "not_novel", f"ROUGE-L {score:.2f} with {who} (limit {self.threshold})")
+        return Verdict(True)

@@ -1,0 +1,220 @@
+"""The `evol_instruct` flow: Evol-Instruct (WizardLM; Xu et al., 2023).
+
+Every seed starts a chain. Each generation (`evol.depth` of them) rewrites every chain's
+current prompt once, with an operation drawn per chain: in-depth (add a constraint,
+deepen, concretize, more reasoning steps, complicate the input) or, with probability
+`evol.breadth_share`, in-breadth (a new, rarer prompt in the same domain); one engine
+batch per generation, cached. Failed evolutions are eliminated with their reason (stage
+'synthesize': empty / too short or long / cut off, copies the template's words, no
+information gain over the parent); the chain then keeps its parent, which is evolved
+again, by a fresh operation, in the next generation (the paper puts failed ones back in the pool).
+
+Which evolutions become rows: every surviving evolution, of every generation (the paper
+merges all epochs). The seeds themselves do not: they are the input, not the output.
+
+Refusals (check (c): the teacher's answer says sorry and is short) are checked on the
+answers the common stages write, after finish_rows: the response that would be
+published is the one inspected, and no prompt is answered twice. A refused prompt is
+rejected at stage 'filter' with reason 'refusal'. Its chain is not rolled back (the
+check runs after evolution): a later generation may have evolved from it.
+
+`evol.candidates_uri` adds evolved prompts from elsewhere, each with its parent: they go
+through the same elimination as generation 0 and are not evolved further.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
+
+from distillery.adapters.engine import EngineSpec, get_engine
+from distillery.adapters.storage import read_many, storage_options
+from distillery.evol import EvolInstructRecipe, choose_operation, eliminate, evolution_messages, is_refusal, parse_evolved
+from distillery.generation import batched
+from distillery.prompts import over_budget, user_text
+from distillery.recipe import Recipe
+from distillery.report import build_key
+from distillery.sources import ParsedSource, parse_sources
+from flows.distill import Build, finish_rows, publish_rows, timed, unchanged
+from tasks.generate import code_version
+from tasks.kd import check_shared_tokenizer
+from tasks.load import load_seeds
+from tasks.retry import ENGINE_TAG, engine_died
+from tasks.write import check_output
+
+
+def open_build(recipe: Recipe, digest: str) -> Build:
+    """start_build's bookkeeping for a flow that reads its own inputs: `digest` covers every
+    byte the build read, so a changed input is a new build. Runs inside a flow."""
+    b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
+    b.source_digest = digest
+    b.key = build_key(recipe.model_dump(mode="json"), digest)
+    state = check_output(recipe, b.key)
+    if state.status == "complete":
+        b.published = state.manifest
+        return b
+    b.previous_run = state.run_id
+    if recipe.kd.top_k and recipe.kd.teacher_weights:  # before any engine starts
+        check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
+    return b
+
+
+def batch_key(context, parameters: dict) -> str:
+    convs = parameters["conversations"]
+    convs = convs.unquote() if isinstance(convs, quote) else convs
+    blob = json.dumps([convs, parameters["spec"].__dict__, parameters["params"], parameters.get("continue_final", False),
+                       code_version()], sort_keys=True, default=str)
+    return "distillery-synthesis-" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+@task(name="evolve-instructions", tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died, cache_key_fn=batch_key,
+      persist_result=True)
+def teacher_batch(conversations: list[list[dict]], spec: EngineSpec, params: dict, continue_final: bool = False) -> list[dict]:
+    """One engine batch: per conversation {response, finish_reason}, or {error} for one whose
+    prompt does not fit the context with max_tokens (the engine would refuse the batch)."""
+    engine = get_engine(spec)
+    why = over_budget(engine.count_prompt_tokens(conversations), params["max_tokens"], spec.max_model_len)
+    fits = [i for i, w in enumerate(why) if w is None]
+    out: list[dict] = [{"error": w} for w in why]
+    done = engine.chat([conversations[i] for i in fits], params, continue_final=continue_final)
+    for i, samples in zip(fits, done):
+        out[i] = {"response": samples[0]["response"], "finish_reason": samples[0]["finish_reason"]}
+    return out
+
+
+def run_batches(conversations: list[list[dict]], recipe: Recipe, params: dict, continue_final: bool = False,
+                name: str = "evolve-instructions") -> list[dict]:
+    """`teacher_batch` over teacher.batch_size chunks (each cached on its own)."""
+    spec = EngineSpec.from_teacher(recipe.teacher)
+    call = teacher_batch.with_options(name=name)
+    out: list[dict] = []
+    for chunk in batched(conversations, recipe.teacher.batch_size):
+        out += call(quote(list(chunk)), spec, params, continue_final)
+    return out
+
+
+@task(name="load-evol-candidates")
+def load_candidates(uri: str, storage) -> ParsedSource:
+    """Evolved prompts from elsewhere: 'instruction' is the evolved prompt, 'parent' the prompt it came from."""
+    files = read_many(uri, "candidates file", storage.retries, storage.retry_backoff_seconds,
+                      **storage_options(storage.credentials_block, storage.endpoint_url))
+    return parse_sources(files, instruction_column="instruction", input_column="parent", id_column=None)
+
+
+def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(evolved seeds, eliminated candidates, per-generation counts). Runs inside a flow."""
+    cfg = recipe.evol
+    kept, rejected, rounds = [], [], []
+    limits = {"min_words": cfg.min_words, "max_words": cfg.max_words, "threshold": cfg.no_gain_threshold}
+
+    def judge_round(number: int, items: list[tuple[str, str, str, str | None, str | None, dict]]) -> list[bool]:
+        """items: (id, evolved text, parent text, finish_reason, error, lineage); True where kept."""
+        reasons: Counter[str] = Counter()
+        before, verdicts = len(kept), []
+        for ident, text, parent, finish, error, lineage in items:
+            if error:
+                reason, detail = "prompt_too_long", error
+            elif not parent.strip():
+                reason, detail = "no_parent", "the candidate names no parent prompt to compare with"
+            else:
+                v = eliminate(text, parent, finish_reason=finish, **limits)
+                reason, detail = v.reason, v.detail
+            verdicts.append(reason is None)
+            if reason is not None:
+                reasons[reason] += 1
+                rejected.append({"seed_id": ident, "stage": "synthesize", "reason": reason, "detail": detail,
+                                 "prompt": text, "lineage": json.dumps(lineage)})
+                continue
+            kept.append({"seed_id": ident, "instruction": text, "input": "", "lineage": json.dumps(lineage)})
+        rounds.append({"round": number, "proposed": len(items), "kept": len(kept) - before,
+                       "rejected_by_reason": dict(sorted(reasons.items()))})
+        return verdicts
+
+    if given:  # a candidate whose parent is a seed of the pool is linked to it
+        seed_of = {user_text(s["instruction"], s.get("input", "")): s["seed_id"] for s in pool}
+        judge_round(0, [(f"evol-given-{n}", parse_evolved(c["instruction"]), c["input"], None, None,
+                         {"recipe": "evol_instruct", "root": seed_of.get(c["input"]), "parent": seed_of.get(c["input"]),
+                          "operation": "given", "depth": 1, "generation": 0, "source": cfg.candidates_uri, "row": c["seed_id"]})
+                        for n, c in enumerate(given)])
+
+    # A chain: the root seed, and its current (last surviving) prompt, with that prompt's id and depth.
+    chains = [{"root": s["seed_id"], "id": s["seed_id"], "text": user_text(s["instruction"], s.get("input", "")), "depth": 0}
+              for s in pool]
+    params = {"n": 1, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p, "max_tokens": cfg.max_tokens}
+    for generation in range(1, cfg.depth + 1):
+        ops = [choose_operation(random.Random(f"{cfg.seed}/{c['root']}/{generation}"), cfg.operations, cfg.breadth_share)
+               for c in chains]
+        convs = [evolution_messages(op, c["text"]) for op, c in zip(ops, chains)]
+        out = run_batches(convs, recipe, {**params, "seed": cfg.seed * 1_000_003 + generation})
+        items = []
+        for c, op, o in zip(chains, ops, out):
+            lineage = {"recipe": "evol_instruct", "root": c["root"], "parent": c["id"], "operation": op,
+                       "depth": c["depth"] + 1, "generation": generation, "source": "teacher"}
+            items.append((f"evol-{c['root']}-g{generation}", parse_evolved(o.get("response") or ""), c["text"],
+                          o.get("finish_reason"), o.get("error"), lineage))
+        for c, ok, (ident, text, *_rest) in zip(chains, judge_round(generation, items), items):
+            if ok:  # the chain moves on; a failed evolution leaves it at its parent
+                c.update(id=ident, text=text, depth=c["depth"] + 1)
+    return kept, rejected, rounds
+
+
+def restamp_lineage(b: Build, seeds: list[dict]) -> None:
+    """Give every generated row its seed's lineage from this run. A cached teacher batch is keyed
+    by seed ids and conversations, not lineage, so it replays the lineage of the run that made
+    it (e.g. an older candidates_uri)."""
+    lineage_of = {s["seed_id"]: s["lineage"] for s in seeds}
+    for row in [*b.generated, *b.scored, *b.rejected]:
+        if row.get("seed_id") in lineage_of:
+            row["lineage"] = lineage_of[row["seed_id"]]
+
+
+def split_refusals(rows: list[dict], max_words: int) -> tuple[list[dict], list[dict]]:
+    """Check (c) on the teacher's answers: (kept, rejected as 'refusal')."""
+    kept, refused = [], []
+    for row in rows:
+        v = is_refusal(row.get("response") or "", max_words)
+        if v.keep:
+            kept.append(row)
+        else:
+            refused.append({**row, "stage": "filter", "reason": v.reason, "detail": v.detail})
+    return kept, refused
+
+
+@flow(name="evol_instruct", log_prints=True, validate_parameters=True)
+def evol_instruct(recipe: EvolInstructRecipe) -> dict:
+    """Evolve the seed pool's instructions, eliminate failed evolutions, answer and publish the rest."""
+    logger = get_run_logger()
+    cfg = recipe.evol
+    stages: dict[str, float] = {}
+    with timed(stages, "load"):
+        pool = load_seeds(recipe.source, recipe.storage)
+        given = load_candidates(cfg.candidates_uri, recipe.storage) if cfg.candidates_uri else ParsedSource()
+    digest = pool.digest if not cfg.candidates_uri else hashlib.sha256(f"{pool.digest}\0{given.digest}".encode()).hexdigest()
+    b = open_build(recipe, digest)
+    b.stages.update(stages)
+    if b.published:
+        return unchanged(recipe, b.published)
+    with timed(b.stages, "synthesize"):
+        new, eliminated, rounds = evolve(recipe, pool.seeds, given.seeds)
+    logger.info("evol-instruct: %d evolved prompts kept from %d candidates over %d generations",
+                len(new), len(new) + len(eliminated), cfg.depth)
+    # Rows in: every evolution candidate, plus every unusable seed or candidate record (rejected at load).
+    b = finish_rows(recipe, b, ParsedSource(seeds=new, rejects=[*pool.rejects, *given.rejects, *eliminated], digest=digest))
+    restamp_lineage(b, new)
+    with timed(b.stages, "refusal"):
+        b.scored, refused = split_refusals(b.scored, cfg.refusal_max_words)
+    b.rejected += refused
+    depths = Counter(json.loads(s["lineage"])["depth"] for s in new)
+    synthesis = {"pool": len(pool.seeds), "pool_rejects": len(pool.rejects), "candidate_rejects": len(given.rejects),
+                 "depth": cfg.depth, "rounds": rounds, "kept_by_depth": {str(k): v for k, v in sorted(depths.items())},
+                 "refusals": len(refused)}
+    return publish_rows(recipe, b, extra={"synthesis": synthesis}, diversity_of="prompt",
+                        seed_texts=[user_text(s["instruction"], s.get("input", "")) for s in pool.seeds])

@@ -1,0 +1,68 @@
+"""Self-Instruct's prompt, parser and filters, and the diversity report, without an engine."""
+
+from __future__ import annotations
+
+import random
+
+from distillery.diversity import distinct_n, diversity_report
+from distillery.self_instruct import NoveltyIndex, basic_filter, parse, pick_context, request, rouge_l, tokens
+from conftest import read_seeds
+
+
+def test_request_shows_eight_tasks_and_opens_the_next():
+    messages, nxt = request([f"task {i}" for i in range(8)])
+    assert nxt == 9
+    assert messages[0]["content"].startswith("Come up with a series of tasks:") and "Task 8: task 7" in messages[0]["content"]
+    assert messages[-1] == {"role": "assistant", "content": "Task 9:"}
+
+
+def test_context_is_six_human_and_two_machine_once_there_are_some():
+    human, machine = [f"h{i}" for i in range(20)], ["m1", "m2", "m3"]
+    rng = random.Random(0)
+    shown = pick_context(human, machine, rng)
+    assert len(shown) == 8 and sum(t.startswith("m") for t in shown) == 2
+    assert sum(t.startswith("m") for t in pick_context(human, [], rng)) == 0 and len(pick_context(human, [], rng)) == 8
+
+
+def test_parse_splits_numbered_tasks_and_drops_instance_fields():
+    text = " Write a haiku about rain.\nTask 10: Explain photosynthesis to a child.\nInput: a leaf\nOutput: ...\nTask 11: Name three rivers in Europe.\n\nThat is all."
+    assert parse(text) == ["Write a haiku about rain.", "Explain photosynthesis to a child.", "Name three rivers in Europe."]
+
+
+def test_rouge_l_matches_hand_computed_values():
+    assert rouge_l(tokens("the cat sat"), tokens("the cat sat")) == 1.0
+    # LCS("a b c d", "a c d e") = 3 -> P = R = 3/4
+    assert rouge_l(tokens("a b c d"), tokens("a c d e")) == 0.75
+    assert rouge_l([], tokens("x")) == 0.0
+
+
+def test_filters_on_the_real_seed_pool():
+    seeds = read_seeds()
+    index = NoveltyIndex()
+    for s in seeds:
+        index.add(s["instruction"], s["id"])
+    near = seeds[5]["instruction"].rstrip(".?") + " please."
+    verdict = index.check(near)
+    assert not verdict.keep and verdict.reason == "not_novel" and seeds[5]["id"] in verdict.detail
+    assert index.check("Name three uses of baking soda in the kitchen.").keep
+    # the MinHash prefilter misses no pair at ROUGE-L >= 0.7 among the seeds themselves (brute force)
+    toks = [tokens(s["instruction"]) for s in seeds]
+    for i, t in enumerate(toks):
+        brute = max(rouge_l(t, u) for j, u in enumerate(toks) if j != i)
+        if brute >= 0.7:
+            assert index.nearest(seeds[i]["instruction"])[0] >= 0.7
+    assert basic_filter("Draw a map of your neighbourhood.", 3, 150).reason == "blacklisted"
+    assert basic_filter("Plot the function y = x^2.", 3, 150).reason == "blacklisted"
+    assert basic_filter("- List three fruits.", 3, 150).reason == "starts_with_punctuation"
+    assert basic_filter("Summarize the plot.", 3, 150).keep is False  # 'plot' is on the paper's list, even here
+    assert basic_filter("Summarize the following paragraph in one sentence.", 3, 150).keep
+
+
+def test_diversity_report_separates_a_collapsed_set_from_a_varied_one():
+    seeds = [s["instruction"] for s in read_seeds()]
+    varied = diversity_report(seeds[:100], seeds[100:], threshold=0.8, ngram=3)
+    collapsed = diversity_report([seeds[0]] * 50 + seeds[1:3], seeds[:10], threshold=0.8, ngram=3)
+    assert varied["distinct_2"] > collapsed["distinct_2"]
+    assert collapsed["mean_pairwise_similarity"] > 0.8 > varied["mean_pairwise_similarity"]
+    assert collapsed["near_seed_share"] > 0.9 and varied["near_seed_share"] == 0.0
+    assert distinct_n(["a b a b"], 1) == 0.5 and distinct_n([], 2) is None
