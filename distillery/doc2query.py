@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 from rank_bm25 import BM25Okapi
 
-from distillery.recipe import Recipe, _Strict
+from distillery.recipe import Recipe, _Strict, _WordBounds
 
 MAX_EXAMPLES = 8  # Promptagator's few-shot budget
 DEFAULT_TASK = "Write a search query that the document answers."
@@ -125,7 +125,9 @@ class Doc2QueryExample(_Strict):
     query: str = Field(..., min_length=1, max_length=2_000, description="A query this document answers (a labelled pair).")
 
 
-class Doc2QueryConfig(_Strict):
+class Doc2QueryConfig(_WordBounds):
+    section: ClassVar[str] = "doc2query"
+
     corpus_uri: str = Field(
         "corpus.jsonl",
         min_length=1,
@@ -181,8 +183,6 @@ class Doc2QueryConfig(_Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> "Doc2QueryConfig":
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
         if self.examples and self.examples_uri:
             raise ValueError("give the labelled examples inline (examples) or as a file (examples_uri), not both")
         return self

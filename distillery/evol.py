@@ -19,12 +19,12 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from distillery.recipe import Recipe, _Strict
-from distillery.self_instruct import Verdict, tokens
+from distillery.recipe import Recipe, _WordBounds
+from distillery.self_instruct import Verdict, lcs_length, tokens
 
 IN_DEPTH = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input")
 BREADTH = "breadth"
@@ -130,16 +130,6 @@ def normalize(text: str) -> str:
     return " ".join(tokens(text))
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, start=1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
 def check_form(text: str, min_words: int, max_words: int, finish_reason: str | None = None) -> Verdict:
     """(d): empty, only punctuation and stop words, out of the word bounds, or cut off by max_tokens."""
     if not text.strip():
@@ -201,7 +191,9 @@ def is_refusal(response: str, max_words: int = 80) -> Verdict:
 InDepth = Literal["add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input"]
 
 
-class EvolConfig(_Strict):
+class EvolConfig(_WordBounds):
+    section: ClassVar[str] = "evol"
+
     depth: int = Field(2, ge=1, le=16, description="Generations: every instruction is evolved this many times in a row "
                        "(the paper: 4). Evolved prompts from every generation become rows.")
     operations: list[InDepth] = Field(
@@ -226,11 +218,6 @@ class EvolConfig(_Strict):
         "go through the same elimination first, as generation 0, and are not evolved further.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the choice of operations and the evolution sampling.")
 
-    @model_validator(mode="after")
-    def _word_bounds(self) -> "EvolConfig":
-        if self.min_words > self.max_words:
-            raise ValueError(f"evol.min_words ({self.min_words}) must not exceed evol.max_words ({self.max_words})")
-        return self
 
 
 class EvolInstructRecipe(Recipe):

@@ -7,7 +7,7 @@ form from this model, so the descriptions here *are* the UI.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from distillery.errors import DistilleryError
@@ -18,6 +18,19 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _WordBounds(_Strict):
+    """A section with `min_words` and `max_words` fields (declared by each section, with its
+    own defaults and descriptions); refuses bounds that cross."""
+
+    section: ClassVar[str]
+
+    @model_validator(mode="after")
+    def _word_bounds(self):
+        if self.min_words > self.max_words:
+            raise ValueError(f"{self.section}.min_words ({self.min_words}) must not exceed {self.section}.max_words ({self.max_words})")
+        return self
 
 
 class SourceConfig(_Strict):
@@ -424,7 +437,9 @@ class Recipe(_Strict):
         return out
 
 
-class SelfInstructConfig(_Strict):
+class SelfInstructConfig(_WordBounds):
+    section: ClassVar[str] = "self_instruct"
+
     target: int = Field(20, ge=1, le=1_000_000, description="New instructions to keep; rounds run until there are this many.")
     max_rounds: int = Field(10, ge=1, le=10_000, description="Stop after this many rounds even below the target.")
     requests_per_round: int = Field(8, ge=1, le=4096, description="Prompts per round (one engine batch); each shows 8 pool tasks.")

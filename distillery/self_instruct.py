@@ -59,17 +59,20 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
-    """ROUGE-L F-measure of two token lists (longest common subsequence)."""
-    if not a or not b:
-        return 0.0
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists."""
     prev = [0] * (len(b) + 1)
     for x in a:
         cur = [0]
         for j, y in enumerate(b, start=1):
             cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
         prev = cur
-    lcs = prev[-1]
+    return prev[-1]
+
+
+def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
+    """ROUGE-L F-measure of two token lists (longest common subsequence)."""
+    lcs = lcs_length(a, b) if a and b else 0
     if lcs == 0:
         return 0.0
     p, r = lcs / len(b), lcs / len(a)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from distillery.recipe import JudgeConfig, Recipe, SourceConfig, _Strict
+from distillery.recipe import JudgeConfig, Recipe, SourceConfig, _Strict, _WordBounds
 from distillery.self_instruct import Verdict
 
 SECTION_TEMPLATE = (
@@ -130,7 +130,9 @@ class GivenExercise(_Strict):
     exercise: str = Field(..., max_length=20_000, description="The exercise text, as a student would read it.")
 
 
-class TextbookConfig(_Strict):
+class TextbookConfig(_WordBounds):
+    section: ClassVar[str] = "textbook"
+
     topics: list[Text] = Field(DEFAULT_TOPICS, min_length=1, max_length=10_000,
                                description="Topics to teach; every topic is crossed with every audience.")
     audiences: list[Text] = Field(DEFAULT_AUDIENCES, min_length=1, max_length=1000,
@@ -149,11 +151,6 @@ class TextbookConfig(_Strict):
         "(as round 0), then solved by the teacher.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the sampling of exercises.")
 
-    @model_validator(mode="after")
-    def _word_bounds(self) -> "TextbookConfig":
-        if self.min_words > self.max_words:
-            raise ValueError(f"textbook.min_words ({self.min_words}) must not exceed textbook.max_words ({self.max_words})")
-        return self
 
 
 class TextbookJudgeConfig(JudgeConfig):

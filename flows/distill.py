@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from contextlib import contextmanager
@@ -77,22 +78,33 @@ def unchanged(recipe: Recipe, manifest: dict) -> dict:
             "shards": manifest["shards"], "unchanged": True}
 
 
-def start_build(recipe: Recipe) -> tuple[Build, ParsedSource]:
-    """Load the seeds and look at the output: `b.published` is set when this very build is
-    already there (then nothing else needs to run). Runs inside a flow."""
+def open_build(recipe: Recipe, *digests: str, stages: dict[str, float] | None = None) -> Build:
+    """A new build keyed by the recipe and the digests of every input it read (so a changed
+    input is a new build); `b.published` is set when this very build is already published,
+    and the rerun is then a no-op. `stages` are timings taken before (e.g. loading). Runs
+    inside a flow."""
     b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
-    with timed(b.stages, "load"):
-        parsed = load_seeds(recipe.source, recipe.storage)
-    b.rows_in = parsed.rows_in
-    b.source_digest = parsed.digest
-    b.key = build_key(recipe.model_dump(mode="json"), parsed.digest)
+    b.stages.update(stages or {})
+    b.source_digest = hashlib.sha256("\0".join(digests).encode()).hexdigest() if len(digests) > 1 else digests[0]
+    b.key = build_key(recipe.model_dump(mode="json"), b.source_digest)
     state = check_output(recipe, b.key)
     if state.status == "complete":
         b.published = state.manifest
-        return b, parsed
+        return b
     b.previous_run = state.run_id
     if recipe.kd.top_k and recipe.kd.teacher_weights:  # before any engine starts
         check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
+    return b
+
+
+def start_build(recipe: Recipe) -> tuple[Build, ParsedSource]:
+    """Load the seeds and look at the output: `b.published` is set when this very build is
+    already there (then nothing else needs to run). Runs inside a flow."""
+    stages: dict[str, float] = {}
+    with timed(stages, "load"):
+        parsed = load_seeds(recipe.source, recipe.storage)
+    b = open_build(recipe, parsed.digest, stages=stages)
+    b.rows_in = parsed.rows_in
     return b, parsed
 
 

@@ -47,8 +47,8 @@ from distillery.recipe import StorageConfig
 from distillery.rephrase import Documents, as_text, files_digest, read_records
 from distillery.schema import content_id
 from distillery.sources import get_path
-from flows.distill import publish_rows, timed, unchanged
-from flows.rephrase import check_build, load_documents, new_build
+from flows.distill import open_build, publish_rows, timed, unchanged
+from flows.rephrase import load_documents
 from tasks.dedup import dedup
 from tasks.generate import code_version
 from tasks.judge import judge
@@ -221,8 +221,8 @@ def read_examples(recipe: Doc2QueryRecipe) -> tuple[list[tuple[str, str]], str]:
 def doc2query(recipe: Doc2QueryRecipe) -> dict:
     """Write queries for every document, keep those that find their document again, publish the pairs."""
     cfg = recipe.doc2query
-    b = new_build()
-    with timed(b.stages, "load"):
+    stages: dict[str, float] = {}
+    with timed(stages, "load"):
         corpus = load_documents(cfg.corpus_uri, cfg.format, cfg.text_column, cfg.id_column, cfg.limit,
                                 cfg.min_doc_words, recipe.storage, "doc2query")
         examples, examples_digest = read_examples(recipe)
@@ -233,7 +233,7 @@ def doc2query(recipe: Doc2QueryRecipe) -> dict:
             candidates_digest = files_digest(files)
     for row in bad_candidates:  # malformed lines of the candidates file: rows in, rejected at load
         row["lineage"] = json.dumps({"recipe": "doc2query", "source": "candidates", "file": cfg.candidates_uri})
-    b = check_build(recipe, b, corpus.digest, examples_digest, candidates_digest)
+    b = open_build(recipe, corpus.digest, examples_digest, candidates_digest, stages=stages)
     if b.published:
         return unchanged(recipe, b.published)
     b.stages.update({"synthesize": 0.0, "engine_start": 0.0, "generate": 0.0})  # the report's order

@@ -24,81 +24,19 @@ through the same elimination as generation 0 and are not evolved further.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import uuid
 from collections import Counter
-from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
-from prefect.runtime import flow_run
-from prefect.utilities.annotations import quote
 
-from distillery.adapters.engine import EngineSpec, get_engine
 from distillery.adapters.storage import read_many, storage_options
 from distillery.evol import EvolInstructRecipe, choose_operation, eliminate, evolution_messages, is_refusal, parse_evolved
-from distillery.generation import batched
-from distillery.prompts import over_budget, user_text
-from distillery.recipe import Recipe
-from distillery.report import build_key
+from distillery.prompts import user_text
 from distillery.sources import ParsedSource, parse_sources
-from flows.distill import Build, finish_rows, publish_rows, timed, unchanged
-from tasks.generate import code_version
-from tasks.kd import check_shared_tokenizer
+from flows.distill import finish_rows, open_build, publish_rows, timed, unchanged
 from tasks.load import load_seeds
-from tasks.retry import ENGINE_TAG, engine_died
-from tasks.write import check_output
-
-
-def open_build(recipe: Recipe, digest: str) -> Build:
-    """start_build's bookkeeping for a flow that reads its own inputs: `digest` covers every
-    byte the build read, so a changed input is a new build. Runs inside a flow."""
-    b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
-    b.source_digest = digest
-    b.key = build_key(recipe.model_dump(mode="json"), digest)
-    state = check_output(recipe, b.key)
-    if state.status == "complete":
-        b.published = state.manifest
-        return b
-    b.previous_run = state.run_id
-    if recipe.kd.top_k and recipe.kd.teacher_weights:  # before any engine starts
-        check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
-    return b
-
-
-def batch_key(context, parameters: dict) -> str:
-    convs = parameters["conversations"]
-    convs = convs.unquote() if isinstance(convs, quote) else convs
-    blob = json.dumps([convs, parameters["spec"].__dict__, parameters["params"], parameters.get("continue_final", False),
-                       code_version()], sort_keys=True, default=str)
-    return "distillery-synthesis-" + hashlib.sha256(blob.encode()).hexdigest()
-
-
-@task(name="evolve-instructions", tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died, cache_key_fn=batch_key,
-      persist_result=True)
-def teacher_batch(conversations: list[list[dict]], spec: EngineSpec, params: dict, continue_final: bool = False) -> list[dict]:
-    """One engine batch: per conversation {response, finish_reason}, or {error} for one whose
-    prompt does not fit the context with max_tokens (the engine would refuse the batch)."""
-    engine = get_engine(spec)
-    why = over_budget(engine.count_prompt_tokens(conversations), params["max_tokens"], spec.max_model_len)
-    fits = [i for i, w in enumerate(why) if w is None]
-    out: list[dict] = [{"error": w} for w in why]
-    done = engine.chat([conversations[i] for i in fits], params, continue_final=continue_final)
-    for i, samples in zip(fits, done):
-        out[i] = {"response": samples[0]["response"], "finish_reason": samples[0]["finish_reason"]}
-    return out
-
-
-def run_batches(conversations: list[list[dict]], recipe: Recipe, params: dict, continue_final: bool = False,
-                name: str = "evolve-instructions") -> list[dict]:
-    """`teacher_batch` over teacher.batch_size chunks (each cached on its own)."""
-    spec = EngineSpec.from_teacher(recipe.teacher)
-    call = teacher_batch.with_options(name=name)
-    out: list[dict] = []
-    for chunk in batched(conversations, recipe.teacher.batch_size):
-        out += call(quote(list(chunk)), spec, params, continue_final)
-    return out
+from tasks.synthesis import run_batches
 
 
 @task(name="load-evol-candidates")
@@ -153,7 +91,7 @@ def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict]) -> t
         ops = [choose_operation(random.Random(f"{cfg.seed}/{c['root']}/{generation}"), cfg.operations, cfg.breadth_share)
                for c in chains]
         convs = [evolution_messages(op, c["text"]) for op, c in zip(ops, chains)]
-        out = run_batches(convs, recipe, {**params, "seed": cfg.seed * 1_000_003 + generation})
+        out = run_batches(convs, recipe, {**params, "seed": cfg.seed * 1_000_003 + generation}, "evolve-instructions")
         items = []
         for c, op, o in zip(chains, ops, out):
             lineage = {"recipe": "evol_instruct", "root": c["root"], "parent": c["id"], "operation": op,
@@ -164,16 +102,6 @@ def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict]) -> t
             if ok:  # the chain moves on; a failed evolution leaves it at its parent
                 c.update(id=ident, text=text, depth=c["depth"] + 1)
     return kept, rejected, rounds
-
-
-def restamp_lineage(b: Build, seeds: list[dict]) -> None:
-    """Give every generated row its seed's lineage from this run. A cached teacher batch is keyed
-    by seed ids and conversations, not lineage, so it replays the lineage of the run that made
-    it (e.g. an older candidates_uri)."""
-    lineage_of = {s["seed_id"]: s["lineage"] for s in seeds}
-    for row in [*b.generated, *b.scored, *b.rejected]:
-        if row.get("seed_id") in lineage_of:
-            row["lineage"] = lineage_of[row["seed_id"]]
 
 
 def split_refusals(rows: list[dict], max_words: int) -> tuple[list[dict], list[dict]]:
@@ -197,9 +125,7 @@ def evol_instruct(recipe: EvolInstructRecipe) -> dict:
     with timed(stages, "load"):
         pool = load_seeds(recipe.source, recipe.storage)
         given = load_candidates(cfg.candidates_uri, recipe.storage) if cfg.candidates_uri else ParsedSource()
-    digest = pool.digest if not cfg.candidates_uri else hashlib.sha256(f"{pool.digest}\0{given.digest}".encode()).hexdigest()
-    b = open_build(recipe, digest)
-    b.stages.update(stages)
+    b = open_build(recipe, pool.digest, *([given.digest] if cfg.candidates_uri else []), stages=stages)
     if b.published:
         return unchanged(recipe, b.published)
     with timed(b.stages, "synthesize"):
@@ -207,8 +133,7 @@ def evol_instruct(recipe: EvolInstructRecipe) -> dict:
     logger.info("evol-instruct: %d evolved prompts kept from %d candidates over %d generations",
                 len(new), len(new) + len(eliminated), cfg.depth)
     # Rows in: every evolution candidate, plus every unusable seed or candidate record (rejected at load).
-    b = finish_rows(recipe, b, ParsedSource(seeds=new, rejects=[*pool.rejects, *given.rejects, *eliminated], digest=digest))
-    restamp_lineage(b, new)
+    b = finish_rows(recipe, b, ParsedSource(seeds=new, rejects=[*pool.rejects, *given.rejects, *eliminated], digest=b.source_digest))
     with timed(b.stages, "refusal"):
         b.scored, refused = split_refusals(b.scored, cfg.refusal_max_words)
     b.rejected += refused

@@ -13,21 +13,14 @@ The recipe model (RephraseConfig, RephraseRecipe) lives in distillery.rephrase.
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from datetime import datetime, timezone
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 
 from distillery.adapters.storage import read_many, storage_options
-from distillery.recipe import Recipe, StorageConfig
+from distillery.recipe import StorageConfig
 from distillery.rephrase import Documents, RephraseRecipe, read_documents, rephrase_seeds
-from distillery.report import build_key
 from distillery.sources import ParsedSource
-from flows.distill import Build, finish_rows, publish_rows, timed, unchanged
-from tasks.write import check_output
+from flows.distill import finish_rows, open_build, publish_rows, timed, unchanged
 
 # ----------------------------------------------------------------------------- shared helpers
 
@@ -39,23 +32,6 @@ def load_documents(uri: str, fmt: str, text_column: str, id_column: str | None, 
     files = read_many(uri, "documents", storage.retries, storage.retry_backoff_seconds,
                       **storage_options(storage.credentials_block, storage.endpoint_url))
     return read_documents(files, fmt, text_column, id_column, limit, min_words, recipe=recipe)
-
-
-def new_build() -> Build:
-    return Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
-
-
-def check_build(recipe: Recipe, b: Build, *digests: str) -> Build:
-    """Key the build by the recipe and what it read (like start_build): `b.published` is set
-    when this very build is already published, and a rerun is a no-op."""
-    b.source_digest = hashlib.sha256("\0".join(digests).encode()).hexdigest() if len(digests) > 1 else digests[0]
-    b.key = build_key(recipe.model_dump(mode="json"), b.source_digest)
-    state = check_output(recipe, b.key)
-    if state.status == "complete":
-        b.published = state.manifest
-    else:
-        b.previous_run = state.run_id
-    return b
 
 
 def token_counter(model: str):
@@ -74,11 +50,11 @@ def rephrase(recipe: RephraseRecipe) -> dict:
     """Chunk the documents, rephrase every chunk in every style, and publish the dataset."""
     logger = get_run_logger()
     cfg = recipe.rephrase
-    b = new_build()
-    with timed(b.stages, "load"):
+    stages: dict[str, float] = {}
+    with timed(stages, "load"):
         docs = load_documents(cfg.documents_uri, cfg.format, cfg.text_column, cfg.id_column, cfg.limit,
                               cfg.min_doc_words, recipe.storage, "rephrase")
-    b = check_build(recipe, b, docs.digest)
+    b = open_build(recipe, docs.digest, stages=stages)
     if b.published:
         return unchanged(recipe, b.published)
     with timed(b.stages, "synthesize"):

@@ -11,36 +11,19 @@ shards); every row records its lineage, every rejected candidate its reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections import Counter
 
 from prefect import flow, get_run_logger, task
-from prefect.utilities.annotations import quote
 
-from distillery.adapters.engine import EngineSpec, get_engine
 from distillery.adapters.storage import read_many, storage_options
+from distillery.errors import DistilleryError
 from distillery.recipe import SelfInstructRecipe
 from distillery.self_instruct import NoveltyIndex, basic_filter, parse, pick_context, request
 from distillery.sources import ParsedSource, parse_sources
 from flows.distill import finish_rows, publish_rows, start_build, timed, unchanged
-from tasks.generate import code_version
-from tasks.retry import ENGINE_TAG, engine_died
-
-
-def proposal_key(context, parameters: dict) -> str:
-    convs = parameters["conversations"]
-    convs = convs.unquote() if isinstance(convs, quote) else convs
-    blob = json.dumps([convs, parameters["spec"].__dict__, parameters["params"], code_version()], sort_keys=True, default=str)
-    return "distillery-self-instruct-" + hashlib.sha256(blob.encode()).hexdigest()
-
-
-@task(name="propose-instructions", tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died, cache_key_fn=proposal_key, persist_result=True)
-def propose(conversations: list[list[dict]], spec: EngineSpec, params: dict) -> list[str]:
-    """The teacher continues each numbered task list; one engine batch per round."""
-    done = get_engine(spec).chat(conversations, params, continue_final=True)
-    return [samples[0]["response"] for samples in done]
+from tasks.synthesis import run_batches
 
 
 @task(name="load-candidates")
@@ -48,6 +31,10 @@ def load_candidates(uri: str, storage) -> ParsedSource:
     files = read_many(uri, "candidates file", storage.retries, storage.retry_backoff_seconds,
                       **storage_options(storage.credentials_block, storage.endpoint_url))
     return parse_sources(files, instruction_column="instruction", input_column=None, id_column=None)
+
+
+class SelfInstructError(DistilleryError):
+    """A Self-Instruct build that cannot make progress as configured."""
 
 
 def synthesize(recipe: SelfInstructRecipe, pool: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -61,7 +48,7 @@ def synthesize(recipe: SelfInstructRecipe, pool: list[dict]) -> tuple[list[dict]
     machine: list[tuple[str, str]] = []
     kept, rejected, rounds = [], [], []
 
-    def judge_round(number: int, proposals: list[tuple[str, dict]]) -> None:
+    def judge_round(number: int, proposals: list[tuple[str, dict]], too_long: int = 0) -> None:
         reasons: Counter[str] = Counter()
         before = len(kept)
         for text, lineage in proposals:
@@ -77,13 +64,13 @@ def synthesize(recipe: SelfInstructRecipe, pool: list[dict]) -> tuple[list[dict]
             novelty.add(text, ident)
             machine.append((ident, text))
             kept.append({"seed_id": ident, "instruction": text, "input": "", "lineage": json.dumps(lineage)})
-        rounds.append({"round": number, "proposed": len(proposals), "kept": len(kept) - before, "rejected_by_reason": dict(sorted(reasons.items()))})
+        rounds.append({"round": number, "proposed": len(proposals), "kept": len(kept) - before,
+                       "rejected_by_reason": dict(sorted(reasons.items())), "requests_too_long": too_long})
 
     if cfg.candidates_uri:
         given = load_candidates(cfg.candidates_uri, recipe.storage)
         judge_round(0, [(s["instruction"], {"recipe": "self_instruct", "round": 0, "source": cfg.candidates_uri, "row": s["seed_id"]})
                         for s in given.seeds])
-    spec = EngineSpec.from_teacher(recipe.teacher)
     params = {"n": 1, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p, "max_tokens": cfg.max_tokens}
     for number in range(1, cfg.max_rounds + 1):
         if len(kept) >= cfg.target:
@@ -94,10 +81,15 @@ def synthesize(recipe: SelfInstructRecipe, pool: list[dict]) -> tuple[list[dict]
             shown = pick_context([t for _, t in human], [t for _, t in machine], rng, cfg.human_in_context, cfg.machine_in_context)
             contexts.append((shown, [id_of[t] for t in shown]))
         conversations = [request(shown)[0] for shown, _ in contexts]
-        out = propose(quote(conversations), spec, {**params, "seed": cfg.seed * 1_000_003 + number})
+        out = run_batches(conversations, recipe, {**params, "seed": cfg.seed * 1_000_003 + number}, "propose-instructions",
+                          continue_final=True)
         proposals = [(inst, {"recipe": "self_instruct", "round": number, "in_context": shown_ids, "source": "teacher"})
-                     for (_, shown_ids), text in zip(contexts, out) for inst in parse(text)]
-        judge_round(number, proposals)
+                     for (_, shown_ids), o in zip(contexts, out) for inst in parse(o.get("response", ""))]
+        errors = [o["error"] for o in out if o.get("error")]
+        if len(errors) == len(out):
+            raise SelfInstructError(f"self_instruct: no proposal prompt of round {number} fits the teacher's context ({errors[0]}); "
+                                    "raise teacher.max_model_len, lower self_instruct.max_tokens, or use shorter seed tasks")
+        judge_round(number, proposals, len(errors))
     return kept, rejected, rounds
 
 

@@ -25,8 +25,8 @@ from prefect import flow, get_run_logger
 
 from distillery.sources import ParsedSource
 from distillery.textbook import TextbookRecipe, check_exercise, exercise_seed, exercises_request, section_seed, seed_pairs, split_exercises
-from flows.distill import finish_rows, publish_rows, timed, unchanged
-from flows.evol_instruct import open_build, restamp_lineage, run_batches
+from flows.distill import finish_rows, open_build, publish_rows, timed, unchanged
+from tasks.synthesis import run_batches
 
 
 def write_exercises(recipe: TextbookRecipe, pairs: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -62,8 +62,8 @@ def write_exercises(recipe: TextbookRecipe, pairs: list[dict]) -> tuple[list[dic
         return kept, rejected, rounds
     params = {"n": 1, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p, "max_tokens": cfg.max_tokens,
               "seed": cfg.seed}
-    out = run_batches([exercises_request(p, cfg.exercises_per_section) for p in pairs], recipe, params,
-                      continue_final=True, name="propose-exercises")
+    out = run_batches([exercises_request(p, cfg.exercises_per_section) for p in pairs], recipe, params, "propose-exercises",
+                      continue_final=True)
     items = []
     for pair, o in zip(pairs, out):
         request_id = f"textbook-{pair['pair']}-exercises"
@@ -104,7 +104,6 @@ def textbook(recipe: TextbookRecipe) -> dict:
     logger.info("textbook: %d pairs, %d sections, %d exercises kept, %d rejected", len(pairs), len(sections), len(exercises), len(rejected))
     # Rows in: every section prompt, every exercise the teacher or the recipe wrote, every request that gave none.
     b = finish_rows(recipe, b, ParsedSource(seeds=[*sections, *exercises], rejects=rejected, digest=digest))
-    restamp_lineage(b, [*sections, *exercises])
     synthesis = {"pairs": len(pairs), "sections": len(sections), "exercises_asked": len(pairs) * cfg.exercises_per_section,
                  "exercises_kept": len(exercises), "rounds": rounds}
     return publish_rows(recipe, b, extra={"synthesis": synthesis}, diversity_of="response")

@@ -70,7 +70,7 @@ def score(rows: list[dict], teacher: TeacherConfig, model: str, system: str | No
 def check_shared_tokenizer(models: list[str]) -> dict:
     """The one tokenizer all these models use, or a clear refusal."""
     from distillery.adapters.tokenizers import load_table
-    from distillery.tokenizer_id import compare, fingerprint
+    from distillery.tokenizer_id import compare
 
     tables = {m: load_table(m) for m in dict.fromkeys(models)}
     first, *rest = tables

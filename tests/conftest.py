@@ -24,6 +24,16 @@ def read_seeds() -> list[dict]:
     return [json.loads(line) for line in SEEDS.read_text().splitlines()]
 
 
+def published(out: Path) -> tuple[dict, list[dict], list[dict]]:
+    """A local build's manifest and its kept and rejected rows, read through the manifest."""
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    kept = [r for e in manifest["shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
+    rejected = [r for e in manifest["rejected_shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
+    return manifest, kept, rejected
+
+
 @pytest.fixture(scope="session")
 def seed_records() -> list[dict]:
     records = read_seeds()

@@ -4,7 +4,6 @@ from datasketch import MinHash
 
 from distillery.dedup import DedupError, DedupParams, Deduplicator, deduplicate_rows, normalize
 from distillery.minhash import permutations, shingle_hash, shingles, signatures
-from distillery.schema import content_id
 
 P3 = DedupParams(ngram=3)
 

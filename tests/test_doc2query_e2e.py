@@ -7,23 +7,15 @@ a repeated one, a malformed line) and on an empty document; every row carries it
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, SEEDS, read_seeds, tiny_recipe_dict
+from conftest import ROOT, SEEDS, published, read_seeds, tiny_recipe_dict
 
 pytestmark = pytest.mark.engine
 
 CORPUS = ["seed_task_143", "seed_task_52", "seed_task_111", "seed_task_86"]  # minimum wage, warmup, colors, fintech
-
-
-def published(out: Path) -> tuple[dict, list[dict], list[dict]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    kept = [r for e in manifest["shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    rejected = [r for e in manifest["rejected_shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    return manifest, kept, rejected
 
 
 def test_doc2query_writes_round_trip_filtered_pairs(prefect_api, tmp_path):

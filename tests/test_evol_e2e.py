@@ -4,21 +4,12 @@ Every elimination check acts on a planted candidate; every row carries its linea
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import SEEDS, read_seeds, tiny_recipe_dict
+from conftest import SEEDS, published, read_seeds, tiny_recipe_dict
 
 pytestmark = pytest.mark.engine
-
-
-def published(out: Path) -> tuple[dict, list[dict], list[dict]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    kept = [r for e in manifest["shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    rejected = [r for e in manifest["rejected_shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    return manifest, kept, rejected
 
 
 def test_evol_instruct_evolves_eliminates_and_records_lineage(prefect_api, tmp_path):

@@ -3,7 +3,6 @@ Parquet on disk, on a handful of real seeds plus planted bad rows."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess

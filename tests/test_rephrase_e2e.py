@@ -6,21 +6,12 @@ and a rerun of the finished build is a no-op."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import SEEDS, read_seeds, tiny_recipe_dict
+from conftest import SEEDS, published, read_seeds, tiny_recipe_dict
 
 pytestmark = pytest.mark.engine
-
-
-def published(out: Path) -> tuple[dict, list[dict], list[dict]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    kept = [r for e in manifest["shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    rejected = [r for e in manifest["rejected_shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    return manifest, kept, rejected
 
 
 def test_rephrase_chunks_styles_and_records_spans(prefect_api, tmp_path):

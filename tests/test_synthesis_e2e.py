@@ -4,22 +4,13 @@ Each filter must act on a planted case, and every row must carry its lineage."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from distillery.recipe import build_recipe
-from conftest import SEEDS, read_seeds, tiny_recipe_dict
+from conftest import SEEDS, published, read_seeds, tiny_recipe_dict
 
 pytestmark = pytest.mark.engine
-
-
-def published(out: Path) -> tuple[dict, list[dict], list[dict]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    kept = [r for e in manifest["shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    rejected = [r for e in manifest["rejected_shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    return manifest, kept, rejected
 
 
 def test_self_instruct_bootstraps_filters_and_records_lineage(prefect_api, tmp_path):

@@ -8,22 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import SEEDS, tiny_recipe_dict
+from conftest import SEEDS, published, tiny_recipe_dict
 
 pytestmark = pytest.mark.engine
 
 AUDIENCES = ["a ten-year-old child", "an adult learning math again"]
 GOOD = "A recipe needs 3/4 cup of sugar. How much sugar is needed to make half of the recipe?"
-
-
-def published(out: Path) -> tuple[dict, list[dict], list[dict]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    kept = [r for e in manifest["shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    rejected = [r for e in manifest["rejected_shards"] for r in pq.read_table(out / e["path"]).to_pylist()]
-    return manifest, kept, rejected
 
 
 def recipe_data(out: Path, min_score: int) -> dict:

@@ -1,0 +1,57 @@
+"""Teacher batches for the synthesis recipes (proposing, evolving, writing exercises):
+one cached task run per `teacher.batch_size` conversations.
+
+A batch is cached by content (its conversations, the engine settings, the sampling
+settings, and the code version), so a rerun of a crashed build replays the batches it
+had finished and the synthesis, seeded, takes the same path again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from prefect import task
+from prefect.utilities.annotations import quote
+
+from distillery.adapters.engine import EngineSpec, get_engine
+from distillery.generation import batched
+from distillery.prompts import over_budget
+from distillery.recipe import Recipe
+from tasks.generate import code_version
+from tasks.retry import ENGINE_TAG, engine_died
+
+
+def batch_key(context, parameters: dict) -> str:
+    convs = parameters["conversations"]
+    convs = convs.unquote() if isinstance(convs, quote) else convs
+    blob = json.dumps([convs, parameters["spec"].__dict__, parameters["params"], parameters.get("continue_final", False),
+                       code_version()], sort_keys=True, default=str)
+    return "distillery-synthesis-" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+@task(name="teacher-synthesis", tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died, cache_key_fn=batch_key,
+      persist_result=True)
+def teacher_batch(conversations: list[list[dict]], spec: EngineSpec, params: dict, continue_final: bool = False) -> list[dict]:
+    """One engine batch: per conversation {response, finish_reason}, or {error} for one whose
+    prompt does not fit the context with max_tokens (the engine would refuse the batch)."""
+    engine = get_engine(spec)
+    why = over_budget(engine.count_prompt_tokens(conversations), params["max_tokens"], spec.max_model_len)
+    fits = [i for i, w in enumerate(why) if w is None]
+    out: list[dict] = [{"error": w} for w in why]
+    done = engine.chat([conversations[i] for i in fits], params, continue_final=continue_final)
+    for i, samples in zip(fits, done):
+        out[i] = {"response": samples[0]["response"], "finish_reason": samples[0]["finish_reason"]}
+    return out
+
+
+def run_batches(conversations: list[list[dict]], recipe: Recipe, params: dict, name: str,
+                continue_final: bool = False) -> list[dict]:
+    """`teacher_batch` over teacher.batch_size chunks (each cached on its own), as task runs
+    called `name`. Runs inside a flow."""
+    spec = EngineSpec.from_teacher(recipe.teacher)
+    call = teacher_batch.with_options(name=name)
+    out: list[dict] = []
+    for chunk in batched(conversations, recipe.teacher.batch_size):
+        out += call(quote(list(chunk)), spec, params, continue_final)
+    return out
