@@ -440,7 +440,8 @@ class Recipe(_Strict):
 class SelfInstructConfig(_WordBounds):
     section: ClassVar[str] = "self_instruct"
 
-    target: int = Field(20, ge=1, le=1_000_000, description="New instructions to keep; rounds run until there are this many.")
+    target: int = Field(20, ge=1, le=1_000_000, description="New instructions to keep; rounds run until there are this many "
+                        "(the last round's surplus is rejected as 'over_target'; the input step may reject a few more).")
     max_rounds: int = Field(10, ge=1, le=10_000, description="Stop after this many rounds even below the target.")
     requests_per_round: int = Field(8, ge=1, le=4096, description="Prompts per round (one engine batch); each shows 8 pool tasks.")
     human_in_context: int = Field(6, ge=1, le=16, description="Human seed tasks shown per prompt (the paper: 6).")
@@ -456,6 +457,16 @@ class SelfInstructConfig(_WordBounds):
         "generator), in any source format with an 'instruction' column: they go through the same "
         "filters first, as round 0.",
     )
+    generate_inputs: bool = Field(
+        True,
+        description="Have the teacher write an input for every new instruction before it is answered (Self-Instruct's "
+        "input-first instance generation), or <noinput> when the task needs none. Off: instructions are answered as they are.",
+    )
+    input_examples: int = Field(6, ge=1, le=32, description="Pool tasks shown, with their inputs, when asking for an input "
+                                "(about half with an input, half without).")
+    input_temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature when writing inputs (0: greedy).")
+    input_max_tokens: int = Field(128, ge=4, le=4096, description="Tokens the teacher may write per input; an input cut "
+                                  "off there is rejected ('input_truncated').")
     seed: int = Field(0, description="Seeds the choice of in-context tasks and the sampling.")
 
 

@@ -139,11 +139,19 @@ def format_summary(summary: dict) -> str:
         lines.append(format_report(summary["judge_report"]))
     for r in summary.get("synthesis", {}).get("rounds", []):
         lines.append(f"round {r['round']}: {r['proposed']} proposed, {r['kept']} kept, rejected {r['rejected_by_reason']}")
+    inputs = summary.get("synthesis", {}).get("inputs")
+    if inputs:
+        lines.append(_inputs_line(inputs))
     if summary.get("diversity"):
         from distillery.diversity import format_diversity
 
         lines.append(format_diversity(summary["diversity"]))
     return "\n".join(lines)
+
+
+def _inputs_line(inputs: dict) -> str:
+    return (f"inputs: {inputs['asked']} instructions asked, {inputs['with_input']} given an input, {inputs['no_input']} "
+            f"needing none, rejected {inputs['rejected_by_reason']}")
 
 
 def dataset_card(manifest: dict) -> str:
@@ -241,6 +249,9 @@ def run_report_markdown(name: str, output: str, run_id: str, summary: dict) -> s
     if rounds:
         lines += ["", "| round | proposed | kept | rejected (by reason) |", "| ---: | ---: | ---: | --- |"]
         lines += [f"| {r['round']} | {r['proposed']} | {r['kept']} | {r['rejected_by_reason']} |" for r in rounds]
+    inputs = summary.get("synthesis", {}).get("inputs")
+    if inputs:
+        lines += ["", _inputs_line(inputs) + "."]
     div = summary.get("diversity")
     if div:
         lines += ["", "Diversity (the guard against collapse):", "",

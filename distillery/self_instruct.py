@@ -1,10 +1,15 @@
-"""Self-Instruct (Wang et al., 2023), as Alpaca used it: the prompt, the parser and the
+"""Self-Instruct (Wang et al., 2023), as Alpaca used it: the prompts, the parsers and the
 filters. Pure logic.
 
 Each request shows the teacher 8 tasks from the pool (6 human, 2 machine-written
 once there are some) and asks it to continue the list; the new tasks it writes are
 parsed, filtered (length, keyword blacklist, punctuation, novelty against the whole
 pool by ROUGE-L with a MinHash prefilter) and added to the pool.
+
+Then every new task gets an instance, input first (the paper's method for tasks that
+are not classification): the teacher is shown seed tasks with their inputs (and some
+that need none, written `<noinput>`) and writes the new task's input; the answer (the
+output) comes from the common generation stage, on the instruction and that input.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from distillery.minhash import permutations, signatures
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
              "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram")
 HEADER = "Come up with a series of tasks:\n\n"
+INPUT_HEADER = ("Come up with an input for each task: the text, data or question the task is applied to. "
+                "If a task needs no input, write <noinput>.\n\n")
+NO_INPUT = "<noinput>"
+# The input ends where the teacher goes on to another field or another task.
+INPUT_STOP = ("\nTask:", "\nTask ", "\nOutput:", "\nInput:")
+_NO_INPUT_ANSWERS = {"noinput", "no input", "none", "n/a", "na", "nothing", "empty", "no input needed", "no input required"}
 
 
 def request(tasks: Sequence[str]) -> tuple[list[dict], int]:
@@ -142,3 +153,43 @@ class NoveltyIndex:
         if score >= self.threshold:
             return Verdict(False, "not_novel", f"ROUGE-L {score:.2f} with {who} (limit {self.threshold})")
         return Verdict(True)
+
+
+def pick_examples(pool: Sequence[dict], rng: random.Random, n: int) -> list[dict]:
+    """n pool tasks to show as input examples: half with an input and half without, as far
+    as the pool has them (a pool with no inputs teaches only <noinput>), shuffled."""
+    with_input = [t for t in pool if (t.get("input") or "").strip()]
+    without = [t for t in pool if not (t.get("input") or "").strip()]
+    k = min(len(with_input), max(n - len(without), (n + 1) // 2))
+    chosen = rng.sample(with_input, k) + rng.sample(without, min(len(without), n - k))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def input_request(examples: Sequence[dict], instruction: str) -> list[dict]:
+    """The chat asking for one task's input: the examples as 'Task:/Input:' pairs, then the
+    new task, with the assistant turn opened at 'Input:' (continued by the teacher)."""
+    shown = "\n\n".join(f"Task: {t['instruction']}\nInput: {(t.get('input') or '').strip() or NO_INPUT}" for t in examples)
+    return [{"role": "user", "content": f"{INPUT_HEADER}{shown}\n\nTask: {instruction}\nInput:"},
+            {"role": "assistant", "content": "Input:"}]
+
+
+def parse_input(continuation: str) -> str:
+    """The input in a continuation of 'Input:', '' when the teacher says the task needs none
+    (<noinput>, 'none', 'N/A', or nothing). It ends at a 'Task:', 'Output:' or 'Input:' line."""
+    text = re.split(r"\n\s*(?:Task(?:\s*\d+)?|Output|Input)\s*:", "\n" + continuation)[0].strip()
+    bare = re.sub(r"[<>\[\]().\s_-]+", " ", text.lower()).strip()
+    if not bare or bare in _NO_INPUT_ANSWERS or text.lower().startswith(NO_INPUT):
+        return ""
+    return text
+
+
+def check_input(instruction: str, text: str, finish_reason: str | None, copy_threshold: float) -> Verdict:
+    """The checks on a written input: cut off by max_tokens, or a copy of the task itself."""
+    if finish_reason == "length":
+        return Verdict(False, "input_truncated", "the teacher hit self_instruct.input_max_tokens before the input ended")
+    if text:
+        score = rouge_l(tokens(text), tokens(instruction))
+        if score >= copy_threshold:
+            return Verdict(False, "input_copies_task", f"ROUGE-L {score:.2f} with its own instruction (limit {copy_threshold})")
+    return Verdict(True)

@@ -26,7 +26,7 @@ from tasks.dedup import dedup, update_index
 from tasks.generate import generate
 from tasks.kd import check_shared_tokenizer, kd_section, merged
 from tasks.judge import filter_rows, judge
-from tasks.load import load_seeds
+from tasks.load import load_candidates, load_seeds
 from tasks.prompts import render_prompts
 from tasks.report import publish_report
 from tasks.write import check_output, repair_card, write_dataset
@@ -48,6 +48,17 @@ def timed(stages: dict[str, float], name: str):
         yield
     finally:
         stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
+
+
+@contextmanager
+def synthesizing(stages: dict[str, float]):
+    """Time the synthesis stage, less the engine start that happens inside it (counted as
+    `engine_start`, its own stage)."""
+    before = stages.get("engine_start", 0.0)
+    stages.setdefault("synthesize", 0.0)  # listed before the engine start it holds
+    with timed(stages, "synthesize"):
+        yield
+    stages["synthesize"] -= stages.get("engine_start", 0.0) - before
 
 
 @dataclass
@@ -108,6 +119,18 @@ def start_build(recipe: Recipe) -> tuple[Build, ParsedSource]:
     return b, parsed
 
 
+def start_synthesis(recipe: Recipe, candidates_uri: str | None, candidates_input: str | None = None
+                    ) -> tuple[Build, ParsedSource, ParsedSource]:
+    """start_build for a recipe that grows a seed pool: also loads its candidates file (if any),
+    and keys the build by both. Returns (build, pool, candidates). Runs inside a flow."""
+    stages: dict[str, float] = {}
+    with timed(stages, "load"):
+        pool = load_seeds(recipe.source, recipe.storage)
+        given = load_candidates(candidates_uri, recipe.storage, candidates_input) if candidates_uri else ParsedSource()
+    b = open_build(recipe, pool.digest, *([given.digest] if candidates_uri else []), stages=stages)
+    return b, pool, given
+
+
 def build_rows(recipe: Recipe) -> Build:
     """Load, render, generate with every teacher, dedup, judge. Runs inside a flow."""
     b, parsed = start_build(recipe)
@@ -121,7 +144,7 @@ def finish_rows(recipe: Recipe, b: Build, parsed: ParsedSource) -> Build:
     b.rows_in = parsed.rows_in
     with timed(b.stages, "render"):
         prompts = render_prompts(quote(parsed.seeds), recipe.teacher.system_prompt)
-    b.stages["engine_start"] = 0.0  # listed before generation; filled in below
+    b.stages.setdefault("engine_start", 0.0)  # listed before generation; added to below
     with timed(b.stages, "generate"):
         generated, too_long, engine_seconds = generate(prompts, recipe.teacher, recipe.teachers(), recipe.kd)
     # Stamped here, not in the cached batches: a resumed run owns every row it publishes.
@@ -129,7 +152,7 @@ def finish_rows(recipe: Recipe, b: Build, parsed: ParsedSource) -> Build:
     if recipe.kd.top_k and recipe.kd.teacher_weights:
         with timed(b.stages, "kd_merge"):
             b.generated = merged(b.generated, recipe)
-    b.stages["engine_start"] = engine_seconds
+    b.stages["engine_start"] += engine_seconds
     b.stages["generate"] -= engine_seconds
     long_ids = {r["seed_id"] for r in too_long}
     b.fitting_seeds = [s["seed_id"] for s in parsed.seeds if s["seed_id"] not in long_ids]

@@ -28,26 +28,17 @@ import json
 import random
 from collections import Counter
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
-from distillery.adapters.storage import read_many, storage_options
 from distillery.evol import EvolInstructRecipe, choose_operation, eliminate, evolution_messages, is_refusal, parse_evolved
 from distillery.prompts import user_text
-from distillery.sources import ParsedSource, parse_sources
-from flows.distill import finish_rows, open_build, publish_rows, timed, unchanged
-from tasks.load import load_seeds
+from distillery.sources import ParsedSource
+from flows.distill import finish_rows, publish_rows, start_synthesis, synthesizing, timed, unchanged
 from tasks.synthesis import run_batches
 
 
-@task(name="load-evol-candidates")
-def load_candidates(uri: str, storage) -> ParsedSource:
-    """Evolved prompts from elsewhere: 'instruction' is the evolved prompt, 'parent' the prompt it came from."""
-    files = read_many(uri, "candidates file", storage.retries, storage.retry_backoff_seconds,
-                      **storage_options(storage.credentials_block, storage.endpoint_url))
-    return parse_sources(files, instruction_column="instruction", input_column="parent", id_column=None)
-
-
-def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict], stages: dict[str, float]
+           ) -> tuple[list[dict], list[dict], list[dict]]:
     """(evolved seeds, eliminated candidates, per-generation counts). Runs inside a flow."""
     cfg = recipe.evol
     kept, rejected, rounds = [], [], []
@@ -91,7 +82,7 @@ def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict]) -> t
         ops = [choose_operation(random.Random(f"{cfg.seed}/{c['root']}/{generation}"), cfg.operations, cfg.breadth_share)
                for c in chains]
         convs = [evolution_messages(op, c["text"]) for op, c in zip(ops, chains)]
-        out = run_batches(convs, recipe, {**params, "seed": cfg.seed * 1_000_003 + generation}, "evolve-instructions")
+        out = run_batches(convs, recipe, {**params, "seed": cfg.seed * 1_000_003 + generation}, "evolve-instructions", stages)
         items = []
         for c, op, o in zip(chains, ops, out):
             lineage = {"recipe": "evol_instruct", "root": c["root"], "parent": c["id"], "operation": op,
@@ -121,15 +112,11 @@ def evol_instruct(recipe: EvolInstructRecipe) -> dict:
     """Evolve the seed pool's instructions, eliminate failed evolutions, answer and publish the rest."""
     logger = get_run_logger()
     cfg = recipe.evol
-    stages: dict[str, float] = {}
-    with timed(stages, "load"):
-        pool = load_seeds(recipe.source, recipe.storage)
-        given = load_candidates(cfg.candidates_uri, recipe.storage) if cfg.candidates_uri else ParsedSource()
-    b = open_build(recipe, pool.digest, *([given.digest] if cfg.candidates_uri else []), stages=stages)
+    b, pool, given = start_synthesis(recipe, cfg.candidates_uri, "parent")
     if b.published:
         return unchanged(recipe, b.published)
-    with timed(b.stages, "synthesize"):
-        new, eliminated, rounds = evolve(recipe, pool.seeds, given.seeds)
+    with synthesizing(b.stages):
+        new, eliminated, rounds = evolve(recipe, pool.seeds, given.seeds, b.stages)
     logger.info("evol-instruct: %d evolved prompts kept from %d candidates over %d generations",
                 len(new), len(new) + len(eliminated), cfg.depth)
     # Rows in: every evolution candidate, plus every unusable seed or candidate record (rejected at load).

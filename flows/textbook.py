@@ -25,11 +25,11 @@ from prefect import flow, get_run_logger
 
 from distillery.sources import ParsedSource
 from distillery.textbook import TextbookRecipe, check_exercise, exercise_seed, exercises_request, section_seed, seed_pairs, split_exercises
-from flows.distill import finish_rows, open_build, publish_rows, timed, unchanged
+from flows.distill import finish_rows, open_build, publish_rows, synthesizing, unchanged
 from tasks.synthesis import run_batches
 
 
-def write_exercises(recipe: TextbookRecipe, pairs: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+def write_exercises(recipe: TextbookRecipe, pairs: list[dict], stages: dict[str, float]) -> tuple[list[dict], list[dict], list[dict]]:
     """(exercise seeds, rejected exercises, per-round counts). Runs inside a flow."""
     cfg = recipe.textbook
     kept, rejected, rounds = [], [], []
@@ -62,7 +62,7 @@ def write_exercises(recipe: TextbookRecipe, pairs: list[dict]) -> tuple[list[dic
         return kept, rejected, rounds
     params = {"n": 1, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p, "max_tokens": cfg.max_tokens,
               "seed": cfg.seed}
-    out = run_batches([exercises_request(p, cfg.exercises_per_section) for p in pairs], recipe, params, "propose-exercises",
+    out = run_batches([exercises_request(p, cfg.exercises_per_section) for p in pairs], recipe, params, "propose-exercises", stages,
                       continue_final=True)
     items = []
     for pair, o in zip(pairs, out):
@@ -99,8 +99,8 @@ def textbook(recipe: TextbookRecipe) -> dict:
     b = open_build(recipe, digest)
     if b.published:
         return unchanged(recipe, b.published)
-    with timed(b.stages, "synthesize"):
-        exercises, rejected, rounds = write_exercises(recipe, pairs)
+    with synthesizing(b.stages):
+        exercises, rejected, rounds = write_exercises(recipe, pairs, b.stages)
     logger.info("textbook: %d pairs, %d sections, %d exercises kept, %d rejected", len(pairs), len(sections), len(exercises), len(rejected))
     # Rows in: every section prompt, every exercise the teacher or the recipe wrote, every request that gave none.
     b = finish_rows(recipe, b, ParsedSource(seeds=[*sections, *exercises], rejects=rejected, digest=digest))

@@ -25,3 +25,12 @@ def load_seeds(source: SourceConfig, storage: StorageConfig | None = None) -> Pa
         limit=source.limit,
         response_column=source.response_column,
     )
+
+
+@task(name="load-candidates", cache_policy=NONE)
+def load_candidates(uri: str, storage: StorageConfig, input_column: str | None = None) -> ParsedSource:
+    """Candidates from elsewhere (an earlier run, another generator) for a synthesis recipe to
+    filter as its round 0: an 'instruction' column, and `input_column` when the recipe uses one."""
+    files = read_many(uri, "candidates file", storage.retries, storage.retry_backoff_seconds,
+                      **storage_options(storage.credentials_block, storage.endpoint_url))
+    return parse_sources(files, instruction_column="instruction", input_column=input_column, id_column=None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from pathlib import Path
 
 from prefect import task
 from prefect.utilities.annotations import quote
@@ -22,36 +24,48 @@ from tasks.generate import code_version
 from tasks.retry import ENGINE_TAG, engine_died
 
 
+_THIS = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # a change here changes what a batch returns
+
+
 def batch_key(context, parameters: dict) -> str:
     convs = parameters["conversations"]
     convs = convs.unquote() if isinstance(convs, quote) else convs
     blob = json.dumps([convs, parameters["spec"].__dict__, parameters["params"], parameters.get("continue_final", False),
-                       code_version()], sort_keys=True, default=str)
+                       code_version(), _THIS], sort_keys=True, default=str)
     return "distillery-synthesis-" + hashlib.sha256(blob.encode()).hexdigest()
 
 
 @task(name="teacher-synthesis", tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died, cache_key_fn=batch_key,
       persist_result=True)
-def teacher_batch(conversations: list[list[dict]], spec: EngineSpec, params: dict, continue_final: bool = False) -> list[dict]:
+def teacher_batch(conversations: list[list[dict]], spec: EngineSpec, params: dict,
+                  continue_final: bool = False) -> tuple[list[dict], float]:
     """One engine batch: per conversation {response, finish_reason}, or {error} for one whose
-    prompt does not fit the context with max_tokens (the engine would refuse the batch)."""
+    prompt does not fit the context with max_tokens (the engine would refuse the batch).
+    Also the seconds spent opening the engine (0 if it was open)."""
+    started = time.perf_counter()
     engine = get_engine(spec)
+    opened = time.perf_counter() - started
     why = over_budget(engine.count_prompt_tokens(conversations), params["max_tokens"], spec.max_model_len)
     fits = [i for i, w in enumerate(why) if w is None]
     out: list[dict] = [{"error": w} for w in why]
     done = engine.chat([conversations[i] for i in fits], params, continue_final=continue_final)
     for i, samples in zip(fits, done):
         out[i] = {"response": samples[0]["response"], "finish_reason": samples[0]["finish_reason"]}
-    return out
+    return out, opened
 
 
-def run_batches(conversations: list[list[dict]], recipe: Recipe, params: dict, name: str,
+def run_batches(conversations: list[list[dict]], recipe: Recipe, params: dict, name: str, stages: dict[str, float],
                 continue_final: bool = False) -> list[dict]:
     """`teacher_batch` over teacher.batch_size chunks (each cached on its own), as task runs
-    called `name`. Runs inside a flow."""
+    called `name`. The seconds spent opening the engine are added to stages["engine_start"]
+    (a cached batch's are not: it replays the run that made it). Runs inside a flow."""
     spec = EngineSpec.from_teacher(recipe.teacher)
     call = teacher_batch.with_options(name=name)
     out: list[dict] = []
     for chunk in batched(conversations, recipe.teacher.batch_size):
-        out += call(quote(list(chunk)), spec, params, continue_final)
+        state = call(quote(list(chunk)), spec, params, continue_final, return_state=True)
+        done, opened = state.result()
+        out += done
+        if state.name != "Cached":
+            stages["engine_start"] = stages.get("engine_start", 0.0) + opened
     return out

@@ -5,7 +5,24 @@ from __future__ import annotations
 import random
 
 from distillery.diversity import distinct_n, diversity_report
-from distillery.self_instruct import NoveltyIndex, basic_filter, parse, pick_context, request, rouge_l, tokens
+import pytest
+from pydantic import ValidationError
+
+from distillery.recipe import SelfInstructConfig
+from distillery.self_instruct import (
+    INPUT_STOP,
+    NoveltyIndex,
+    basic_filter,
+    check_input,
+    input_request,
+    parse,
+    parse_input,
+    pick_context,
+    pick_examples,
+    request,
+    rouge_l,
+    tokens,
+)
 from conftest import read_seeds
 
 
@@ -27,6 +44,57 @@ def test_context_is_six_human_and_two_machine_once_there_are_some():
 def test_parse_splits_numbered_tasks_and_drops_instance_fields():
     text = " Write a haiku about rain.\nTask 10: Explain photosynthesis to a child.\nInput: a leaf\nOutput: ...\nTask 11: Name three rivers in Europe.\n\nThat is all."
     assert parse(text) == ["Write a haiku about rain.", "Explain photosynthesis to a child.", "Name three rivers in Europe."]
+
+
+def test_input_examples_mix_tasks_with_and_without_inputs():
+    pool = [{"seed_id": f"w{i}", "instruction": f"with {i}", "input": f"data {i}"} for i in range(10)]
+    pool += [{"seed_id": f"n{i}", "instruction": f"none {i}", "input": ""} for i in range(10)]
+    rng = random.Random(0)
+    kinds = lambda chosen: sorted(t["seed_id"][0] for t in chosen)  # noqa: E731
+    assert kinds(pick_examples(pool, rng, 6)) == ["n"] * 3 + ["w"] * 3
+    assert kinds(pick_examples(pool[:2] + pool[10:], rng, 6)) == ["n"] * 4 + ["w"] * 2  # only two with an input
+    assert kinds(pick_examples(pool[:10] + pool[10:11], rng, 6)) == ["n"] + ["w"] * 5  # only one without
+    assert kinds(pick_examples(pool[10:], rng, 6)) == ["n"] * 6  # a pool without inputs
+    assert len(pick_examples(pool[:3], rng, 6)) == 3  # a pool smaller than asked
+
+
+def test_input_request_on_real_seeds_shows_inputs_and_noinput():
+    pool = [{"seed_id": r["id"], "instruction": r["instruction"], "input": r["instances"][0]["input"]} for r in read_seeds()]
+    examples = pick_examples(pool, random.Random(1), 6)
+    assert sum(bool(t["input"]) for t in examples) == 3
+    messages = input_request(examples, "Translate the following sentence into French.")
+    user = messages[0]["content"]
+    assert user.count("Task: ") == 7 and user.count("Input: <noinput>") == 3
+    for t in examples:
+        assert f"Task: {t['instruction']}\nInput: {t['input'].strip() or '<noinput>'}" in user
+    assert user.endswith("Task: Translate the following sentence into French.\nInput:")
+    assert messages[1] == {"role": "assistant", "content": "Input:"}
+    assert "\nOutput:" in INPUT_STOP and "\nTask:" in INPUT_STOP
+
+
+def test_parse_input_keeps_the_input_and_reads_noinput():
+    assert parse_input(" The weather is lovely today.\nOutput: Il fait beau.") == "The weather is lovely today."
+    assert parse_input(" - apples\n- pears\n\nTask: Name a river.\nInput: <noinput>") == "- apples\n- pears"
+    for none in (" <noinput>", "", "  \n", " None.", " N/A", " <noinput>\nOutput: 42", " [No input]"):
+        assert parse_input(none) == "", none
+
+
+def test_input_checks_reject_cut_off_and_copied_inputs():
+    task = "Summarize the following article in two sentences."
+    assert check_input(task, "Rain fell all week in Paris.", "stop", 0.7).keep
+    assert check_input(task, "", "stop", 0.7).keep  # needs no input
+    cut = check_input(task, "The sea and the sea of the sea", "length", 0.7)
+    assert (cut.keep, cut.reason) == (False, "input_truncated")
+    copy = check_input(task, "Summarize the following article in 2 sentences.", "stop", 0.7)
+    assert (copy.keep, copy.reason) == (False, "input_copies_task") and "ROUGE-L" in copy.detail
+
+
+def test_self_instruct_section_refuses_crossed_bounds():
+    with pytest.raises(ValidationError, match=r"self_instruct.min_words \(9\) must not exceed self_instruct.max_words \(3\)"):
+        SelfInstructConfig(min_words=9, max_words=3)
+    with pytest.raises(ValidationError, match="input_examples"):
+        SelfInstructConfig(input_examples=0)
+    assert SelfInstructConfig().generate_inputs and SelfInstructConfig().input_temperature == 0.0
 
 
 def test_rouge_l_matches_hand_computed_values():
