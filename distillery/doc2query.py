@@ -6,7 +6,7 @@ round-trip consistency filter: a BM25 index over the whole corpus must rank the 
 own document in its top k, else the query is rejected ('bm25_roundtrip'): it does not
 single out its document, so it is a poor (or false) positive pair. Promptagator filters
 with a retriever trained on the synthetic data itself; BM25 (Okapi, on lowercase word
-tokens) is the cheap stand-in that needs no training. The recipe model (Doc2QueryConfig,
+tokens without stop words) is the cheap stand-in that needs no training. The recipe model (Doc2QueryConfig,
 Doc2QueryRecipe) is at the end.
 """
 
@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 from rank_bm25 import BM25Okapi
 
 from distillery.recipe import Recipe, _Strict, _WordBounds
+from distillery.text import STOPWORDS
 
 MAX_EXAMPLES = 8  # Promptagator's few-shot budget
 DEFAULT_TASK = "Write a search query that the document answers."
@@ -63,8 +64,10 @@ def parse_query(continuation: str) -> str | None:
 
 
 def bm25_tokens(text: str) -> list[str]:
-    """The round trip's tokenization: lowercase word characters."""
-    return re.findall(r"\w+", text.lower())
+    """The round trip's tokenization: lowercase runs of word characters, stop words left out
+    (as retrieval toolkits do: a query that shares only 'what is the' with a document has not
+    found it)."""
+    return [t for t in re.findall(r"\w+", text.lower()) if t not in STOPWORDS]
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 
 from distillery.recipe import Recipe, _WordBounds
 from distillery.self_instruct import Verdict, lcs_length, tokens
+from distillery.text import STOPWORDS
 
 IN_DEPTH = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input")
 BREADTH = "breadth"
@@ -110,12 +111,6 @@ def parse_evolved(text: str) -> str:
 
 
 # ---- elimination ----
-
-STOPWORDS = frozenset(
-    "a an the and or but if then of to in on at by for with from as is are was were be been it this that "
-    "these those i you he she we they me my your our their what which who how why when where do does did "
-    "not no yes so can could would should will shall may might must please".split()
-)
 
 # (b): the template's own words; the paper names "given prompt", "rewritten prompt", "#Rewritten Prompt#".
 _LEAK = re.compile(r"#\s*(?:the\s+)?(?:given|rewritten|created)\s+prompt\s*#|\b(?:given|rewritten|created)\s+prompt\b"

@@ -56,6 +56,7 @@ def synthesizing(stages: dict[str, float]):
     `engine_start`, its own stage)."""
     before = stages.get("engine_start", 0.0)
     stages.setdefault("synthesize", 0.0)  # listed before the engine start it holds
+    stages.setdefault("engine_start", 0.0)
     with timed(stages, "synthesize"):
         yield
     stages["synthesize"] -= stages.get("engine_start", 0.0) - before

@@ -193,6 +193,13 @@ def test_round_trip_keeps_queries_that_find_their_document():
     assert twins.rank("solar panels", "a")[0] == 2
     assert twins.check("solar panels", "a", top_k=2).keep and not twins.check("solar panels", "a", top_k=1).keep
     assert bm25_tokens("Labor Code § 1182.12!") == ["labor", "code", "1182", "12"]
+    assert bm25_tokens("What is the minimum wage, and why?") == ["minimum", "wage"]
+    # a query of common words only finds nothing: before stop words were left out, these passed
+    # the round trip at top_k=3 for three of the four documents
+    for query in ("what is the best way to do it", "how can I do this for you", "what are they and why"):
+        for doc_id in ids:
+            verdict = trip.check(query, doc_id, top_k=3)
+            assert not verdict.keep and verdict.reason == "bm25_roundtrip", (query, doc_id)
 
 
 def test_query_length_bounds():
