@@ -205,3 +205,65 @@ def test_self_instruct_deployment_runs_from_trigger(server, completed, tmp_path)
         dep = c.read_deployment_by_name("self_instruct/self-instruct-demo")
     props = dep.parameter_openapi_schema["definitions"]["SelfInstructConfig"]["properties"]
     assert "ROUGE-L" in props["rouge_threshold"]["description"]
+
+
+def test_self_instruct_deployment_runs_from_the_ui_form(server, tmp_path):
+    """The UI's own Run page in a real browser: the recipe form is filled in (output, a small
+    target, no judge), Submit is clicked, and the worker builds that very recipe."""
+    from cdp import Browser
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    env, home = server
+    out = tmp_path / "ui-si"
+    with client(env) as c:
+        dep = c.read_deployment_by_name("self_instruct/self-instruct-demo")
+
+    def runs_of_deployment():
+        with client(env) as c:
+            return c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+
+    def ours():
+        return [r for r in runs_of_deployment() if r.parameters["recipe"]["output"]["uri"] == str(out)]
+
+    base = env["PREFECT_API_URL"].removesuffix("/api")
+    with Browser(tmp_path / "cdp-profile") as page:
+        run_page = f"{base}/deployments/deployment/{dep.id}/run"
+        form = page.open(run_page, "Generate Inputs")
+        assert "Input Max Tokens" in form and "ROUGE-L" in form  # the recipe model's fields and descriptions
+        fields = [(["Output", "Uri"], str(out)), (["Self Instruct", "Target"], 2),
+                  (["Self Instruct", "Max Rounds"], 1), (["Self Instruct", "Requests Per Round"], 2),
+                  (["Self Instruct", "Max Tokens"], 64), (["Self Instruct", "Input Max Tokens"], 48),
+                  (["Sampling", "Max Tokens"], 16), (["Judge", "Enabled"], False)]
+        for path, value in fields:
+            page.fill(path, value)
+        time.sleep(2)  # the page may still be settling: fill again (same values) before submitting
+        for path, value in fields:
+            page.fill(path, value)
+        page.screenshot(SHOTS / "self-instruct-run-form.png")
+        before = len(runs_of_deployment())
+        for attempt in range(3):  # a click the page was not ready for creates nothing: click again, never twice for one run
+            page.click("Submit")
+            try:
+                assert "/run" not in page.wait_until_left(run_page, timeout=20)  # on to the deployment: the run exists
+                break
+            except AssertionError:
+                if attempt == 2 or len(runs_of_deployment()) > before:
+                    raise
+
+    assert ours(), "Submit created no flow run with the form's recipe"
+    deadline = time.time() + 600
+    while not (runs := ours()) or not runs[0].state.is_final():
+        assert time.time() < deadline, f"the UI's run did not finish: {runs and runs[0].state}"
+        time.sleep(3)
+    assert len(runs) == 1, "one click, one run"
+    run = runs[0]
+    assert run.state.is_completed(), (run.state, (home / "server.log").read_text()[-3000:])
+    recipe = run.parameters["recipe"]
+    assert recipe["self_instruct"]["target"] == 2 and recipe["judge"]["enabled"] is False
+    assert recipe["sampling"]["max_tokens"] == 16 and recipe["self_instruct"]["input_max_tokens"] == 48
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    s = manifest["summary"]
+    assert manifest["recipe"]["flow"] == "self_instruct" and manifest["run_id"] == str(run.id)
+    assert s["rows_in"] == s["kept"] + s["rejected"] and s["judge_report"] is None
+    assert sum(r["kept"] for r in s["synthesis"]["rounds"]) <= 2 and s["synthesis"]["inputs"]["asked"] <= 2

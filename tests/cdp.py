@@ -1,0 +1,125 @@
+"""Drive headless chromium through the Chrome DevTools Protocol: open a page, wait for text,
+fill the Prefect UI's schema form, click. Only what the UI tests need."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+# Fills one field of a Prefect schema form, found by its labels from the outside in
+# (["Self Instruct", "Target"]); returns what it did, or why it could not.
+_FILL = r"""
+(([path, value]) => {
+  let scope = document;
+  for (const name of path) {
+    const span = Array.from(scope.querySelectorAll('.schema-form-property__label'))
+      .find(s => s.innerText.trim().replace(/ \(Optional\)$/, '') === name);
+    if (!span) return 'no field ' + name;
+    scope = span.closest('.schema-form-property');
+  }
+  const input = scope.querySelector('input, textarea, select');
+  if (!input) return 'no input';
+  if (typeof value === 'boolean') {
+    if (input.checked !== value) input.click();
+    return 'checked=' + input.checked;
+  }
+  const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(input), 'value').set;
+  setter.call(input, String(value));
+  input.dispatchEvent(new Event('input', {bubbles: true}));
+  input.dispatchEvent(new Event('change', {bubbles: true}));
+  return 'value=' + input.value;
+})(ARGS)
+"""
+
+
+class Browser:
+    def __init__(self, profile: Path):
+        from websockets.sync.client import connect
+
+        assert shutil.which("chromium"), "Debian's chromium is needed: `make browser` installs it (CI does this)"
+        profile.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--remote-debugging-address=127.0.0.1",
+             "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1400,1100", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"  # chromium writes the port it chose here
+        for _ in range(600):
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            time.sleep(0.1)
+        else:
+            self.proc.kill()
+            raise RuntimeError("chromium did not open its DevTools port within 60 s")
+        port = int(port_file.read_text().split()[0])
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        self.ws = connect(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"], max_size=None)
+        self.sent = 0
+
+    def __enter__(self) -> "Browser":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.ws.close()
+        finally:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def call(self, method: str, **params) -> dict:
+        self.sent += 1
+        self.ws.send(json.dumps({"id": self.sent, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == self.sent:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def js(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        return result.get("result", {}).get("value")
+
+    def text(self) -> str:
+        return self.js("document.body ? document.body.innerText : ''") or ""
+
+    def open(self, url: str, wait_for: str, timeout: float = 90) -> str:
+        self.call("Page.navigate", url=url)
+        return self.wait_for(wait_for, timeout)
+
+    def wait_for(self, text: str, timeout: float = 90) -> str:
+        end = time.time() + timeout
+        while True:
+            body = self.text()
+            if text in body or time.time() > end:
+                assert text in body, f"{text!r} did not appear within {timeout} s; the page says: {body[:1500]}"
+                return body
+            time.sleep(0.5)
+
+    def wait_until_left(self, url: str, timeout: float = 60) -> str:
+        """Wait for the page to move away from `url` (e.g. after a form is submitted)."""
+        end = time.time() + timeout
+        while (here := self.js("location.href")) == url:
+            assert time.time() < end, f"still on {url} after {timeout} s; the page ends: {self.text()[-2500:]}"
+            time.sleep(0.5)
+        return here
+
+    def fill(self, path: list[str], value) -> str:
+        did = self.js(_FILL.replace("ARGS", json.dumps([path, value])))
+        assert did and not did.startswith("no "), f"form field {'/'.join(path)}: {did}"
+        return did
+
+    def click(self, label: str) -> None:
+        found = self.js(f"""(() => {{ const b = Array.from(document.querySelectorAll('button'))
+            .find(x => x.innerText.trim() === {json.dumps(label)}); if (b) b.click(); return !!b; }})()""")
+        assert found, f"no {label!r} button on the page"
+
+    def screenshot(self, path: Path) -> None:
+        import base64
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", captureBeyondViewport=True)["data"]))
