@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from distillery.recipe import Recipe, _Strict
-from distillery.sources import MISSING, SourceError, _records_jsonl, _records_table, detect_format, get_path
+from distillery.sources import MISSING, SourceError, records_jsonl, records_table, detect_format, get_path
 
 # The system prompt WRAP used with its rephrasing model (set it as teacher.system_prompt).
 WRAP_SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -212,12 +212,12 @@ def read_records(files: Sequence[tuple[str, bytes]], fmt: str = "auto") -> tuple
     for uri, data in files:
         kind = detect_format(uri, fmt)
         if kind == "jsonl":
-            ok, bad = _records_jsonl(data)
+            ok, bad = records_jsonl(data)
             for row in bad:
                 row["seed_id"] = f"{posixpath.basename(uri)}:{row['seed_id']}" if len(files) > 1 else row["seed_id"]
             rejects += bad
         else:
-            ok = _records_table(data, kind, uri)
+            ok = records_table(data, kind, uri)
         records += [(uri, pos, rec) for pos, rec in ok if isinstance(rec, dict)]
     return records, rejects
 

@@ -18,12 +18,16 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import numpy as np
 from datasketch import MinHashLSH
 from datasketch.lean_minhash import LeanMinHash
 
+from pydantic import Field
+
 from distillery.minhash import permutations, signatures
+from distillery.recipe import Recipe, _WordBounds
 
 # The paper's filter list (its code filters instructions that mention these: a text model cannot do them).
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
@@ -193,3 +197,47 @@ def check_input(instruction: str, text: str, finish_reason: str | None, copy_thr
         if score >= copy_threshold:
             return Verdict(False, "input_copies_task", f"ROUGE-L {score:.2f} with its own instruction (limit {copy_threshold})")
     return Verdict(True)
+
+
+# ---------------------------------------------------------------------------------------
+# The recipe model
+
+
+class SelfInstructConfig(_WordBounds):
+    section: ClassVar[str] = "self_instruct"
+
+    target: int = Field(20, ge=1, le=1_000_000, description="New instructions to keep; rounds run until there are this many "
+                        "(the last round's surplus is rejected as 'over_target'; the input step may reject a few more).")
+    max_rounds: int = Field(10, ge=1, le=10_000, description="Stop after this many rounds even below the target.")
+    requests_per_round: int = Field(8, ge=1, le=4096, description="Prompts per round (one engine batch); each shows 8 pool tasks.")
+    human_in_context: int = Field(6, ge=1, le=16, description="Human seed tasks shown per prompt (the paper: 6).")
+    machine_in_context: int = Field(2, ge=0, le=16, description="Machine-written tasks shown per prompt once the pool has some (the paper: 2).")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature when proposing instructions.")
+    max_tokens: int = Field(192, ge=8, le=4096, description="Tokens the teacher may write per proposal prompt.")
+    min_words: int = Field(3, ge=1, le=1000, description="Shorter instructions are rejected ('length').")
+    max_words: int = Field(150, ge=1, le=10_000, description="Longer instructions are rejected ('length').")
+    rouge_threshold: float = Field(0.7, gt=0.0, le=1.0, description="Reject an instruction whose ROUGE-L with any pool instruction reaches this ('not_novel').")
+    candidates_uri: str | None = Field(
+        None,
+        description="Optional file of candidate instructions from elsewhere (an earlier run, another "
+        "generator), in any source format with an 'instruction' column: they go through the same "
+        "filters first, as round 0.",
+    )
+    generate_inputs: bool = Field(
+        True,
+        description="Have the teacher write an input for every new instruction before it is answered (Self-Instruct's "
+        "input-first instance generation), or <noinput> when the task needs none. Off: instructions are answered as they are.",
+    )
+    input_examples: int = Field(6, ge=1, le=32, description="Pool tasks shown, with their inputs, when asking for an input "
+                                "(about half with an input, half without).")
+    input_temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature when writing inputs (0: greedy).")
+    input_max_tokens: int = Field(128, ge=4, le=4096, description="Tokens the teacher may write per input; an input cut "
+                                  "off there is rejected ('input_truncated').")
+    seed: int = Field(0, description="Seeds the choice of in-context tasks and the sampling.")
+
+
+class SelfInstructRecipe(Recipe):
+    """A Self-Instruct build: the common recipe plus how instructions are bootstrapped."""
+
+    flow: Literal["self_instruct"] = Field("self_instruct", description="This recipe's flow.")
+    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig, description="Instruction bootstrapping (Self-Instruct).")

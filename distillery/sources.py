@@ -71,7 +71,7 @@ def _has_path(records: list[dict], path: str) -> bool:
     return any(get_path(r, path) is not MISSING for r in records if isinstance(r, dict))
 
 
-def _records_jsonl(data: bytes) -> tuple[list[tuple[int, dict]], list[dict]]:
+def records_jsonl(data: bytes) -> tuple[list[tuple[int, dict]], list[dict]]:
     ok, bad = [], []
     for lineno, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -88,7 +88,7 @@ def _records_jsonl(data: bytes) -> tuple[list[tuple[int, dict]], list[dict]]:
     return ok, bad
 
 
-def _records_table(data: bytes, fmt: str, uri: str) -> list[tuple[int, dict]]:
+def records_table(data: bytes, fmt: str, uri: str) -> list[tuple[int, dict]]:
     try:
         if fmt == "csv":
             frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
@@ -132,9 +132,9 @@ def parse_source(
     """Turn a seed file's bytes into seed rows {seed_id, instruction, input}."""
     fmt = detect_format(uri, fmt)
     if fmt == "jsonl":
-        records, rejects = _records_jsonl(data)
+        records, rejects = records_jsonl(data)
     else:
-        records, rejects = _records_table(data, fmt, uri), []
+        records, rejects = records_table(data, fmt, uri), []
     if limit is not None:
         records = records[:limit]
     dicts = [r for _, r in records if isinstance(r, dict)]

@@ -36,9 +36,9 @@ def load_documents(uri: str, fmt: str, text_column: str, id_column: str | None, 
 
 def token_counter(model: str):
     """The teacher tokenizer's token count for a text (no special tokens)."""
-    from distillery.adapters.engine import _tokenizer
+    from distillery.adapters.engine import tokenizer_for
 
-    tok = _tokenizer(model)
+    tok = tokenizer_for(model)
     return lambda text: len(tok.encode(text, add_special_tokens=False))
 
 

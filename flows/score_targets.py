@@ -13,15 +13,14 @@ from prefect.utilities.annotations import quote
 
 from distillery.kd import with_kd
 from distillery.recipe import Recipe
-from distillery.report import accounting_errors, build_key, format_summary, summarize
+from distillery.report import accounting_errors, format_summary, summarize
 from distillery.schema import ROW_SCHEMA, content_id
-from flows.distill import Build, engine_info, timed, unchanged
+from flows.distill import engine_info, start_build, timed, unchanged
 from tasks.dedup import dedup
-from tasks.kd import check_answer_lengths, check_shared_tokenizer, kd_section, merged, score
-from tasks.load import load_seeds
+from tasks.kd import check_answer_lengths, kd_section, merged, score
 from tasks.prompts import render_prompts
 from tasks.report import publish_report
-from tasks.write import check_output, write_dataset
+from tasks.write import write_dataset
 
 
 def answer_rows(rows: list[dict], scored: list[dict], recipe: Recipe, run_id: str, created_at) -> list[dict]:
@@ -39,23 +38,10 @@ def answer_rows(rows: list[dict], scored: list[dict], recipe: Recipe, run_id: st
 @flow(name="score_targets", log_prints=True, validate_parameters=True)
 def score_targets(recipe: Recipe) -> dict:
     """Teacher-forced soft targets for the answers in source.response_column."""
-    import uuid
-    from datetime import datetime, timezone
-
-    from prefect.runtime import flow_run
-
     logger = get_run_logger()
-    b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
-    with timed(b.stages, "load"):
-        parsed = load_seeds(recipe.source, recipe.storage)
-    b.rows_in, b.source_digest = parsed.rows_in, parsed.digest
-    b.key = build_key(recipe.model_dump(mode="json"), parsed.digest)
-    state = check_output(recipe, b.key)
-    if state.status == "complete":
-        return unchanged(recipe, state.manifest)
-    b.previous_run = state.run_id
-    if recipe.kd.teacher_weights:
-        check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
+    b, parsed = start_build(recipe)
+    if b.published:
+        return unchanged(recipe, b.published)
 
     prompts = render_prompts(quote(parsed.seeds), recipe.teacher.system_prompt)
     # The prompt plus the whole answer must fit the context (the answer is scored, not generated).

@@ -23,10 +23,10 @@ from collections import Counter
 from prefect import flow, get_run_logger
 
 from distillery.errors import DistilleryError
-from distillery.recipe import SelfInstructRecipe
 from distillery.self_instruct import (
     INPUT_STOP,
     NoveltyIndex,
+    SelfInstructRecipe,
     Verdict,
     basic_filter,
     check_input,

@@ -8,10 +8,10 @@ from distillery.diversity import distinct_n, diversity_report
 import pytest
 from pydantic import ValidationError
 
-from distillery.recipe import SelfInstructConfig
 from distillery.self_instruct import (
     INPUT_STOP,
     NoveltyIndex,
+    SelfInstructConfig,
     basic_filter,
     check_input,
     input_request,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -265,15 +263,3 @@ def test_committed_example_recipes_validate():
     assert (ROOT / doc2query.doc2query.corpus_uri).is_file()
     examples = [json.loads(line) for line in (ROOT / doc2query.doc2query.examples_uri).read_text().splitlines()]
     assert 1 <= len(examples) <= MAX_EXAMPLES and all(e["document"] and e["query"] for e in examples)
-
-
-def test_pure_modules_import_no_heavy_packages():
-    code = "import sys, distillery.rephrase, distillery.doc2query\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'vllm', 'fsspec', 's3fs', 'torch')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]", out.stdout
-
-
-def test_importing_the_flows_opens_no_engine():
-    code = "import sys, flows.rephrase, flows.doc2query\nprint('vllm' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip().splitlines()[-1] == "False"

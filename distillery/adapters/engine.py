@@ -299,7 +299,7 @@ def get_engine(spec: EngineSpec) -> Engine:
 
 
 @lru_cache(maxsize=8)
-def _tokenizer(model: str):
+def tokenizer_for(model: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_model(model))
@@ -311,7 +311,7 @@ def prompt_lengths(model: str, conversations: list[list[dict]]) -> list[int]:
         engine = next((e for spec, e in _engines.items() if spec.model == model and not e.dead), None)
     if engine is not None:
         return engine.count_prompt_tokens(conversations)
-    tok = _tokenizer(model)
+    tok = tokenizer_for(model)
     return [len(tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)) for c in conversations]
 
 
