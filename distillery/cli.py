@@ -219,5 +219,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+# Commands that only read and write files: no Prefect run, no engine.
+_NATIVE_EXIT = {"inspect", "dedup", "export", "kd-check", "recipe-schema"}
+
+
+def entry() -> None:
+    """The `distillery` program. Read-only commands leave without native teardown.
+
+    pyarrow's thread pools are sometimes torn down mid-flight while the
+    interpreter finalizes, which aborts a finished command with
+    "terminate called without an active exception" (apache/arrow#34314): the
+    output is complete but the exit status is -6. After such a command, run the
+    atexit hooks, flush, and leave with its own status instead.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in _NATIVE_EXIT:
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be said
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
