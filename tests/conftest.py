@@ -65,6 +65,14 @@ def _close_engines_at_exit():
 
 
 @pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The default model's safetensors folder (converted once into the cache)."""
+    from distillery.adapters.models import resolve_model
+
+    return Path(resolve_model("smollm2-135m-instruct"))
+
+
+@pytest.fixture(scope="session")
 def prefect_api():
     """A real Prefect API (a temporary server on 127.0.0.1 with its own database)
     for the flows run in this process, stopped cleanly when the session ends."""
