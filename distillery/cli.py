@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from distillery.errors import DistilleryError
@@ -22,16 +23,66 @@ class _NoTracebackForUserErrors(logging.Filter):
         return True
 
 
+class _ClearProgressLine(logging.Filter):
+    """A log line printed while a progress line is half drawn would run into it."""
+
+    def __init__(self, progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.progress.clear_line()
+        return True
+
+
+def _console_handlers() -> list[logging.Handler]:
+    names = ("prefect", "prefect.flow_runs", "prefect.task_runs", "")
+    return list(dict.fromkeys(h for name in names for h in logging.getLogger(name).handlers))
+
+
 def _quiet_user_errors() -> None:
     flt = _NoTracebackForUserErrors()
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(flt)
+    for handler in _console_handlers():
+        handler.addFilter(flt)
+
+
+# Seconds the CLI waits for Prefect's local (ephemeral) API to come up. Prefect's
+# default of 20 s is missed on a busy 2-core machine.
+EPHEMERAL_STARTUP_SECONDS = "180"
+
+
+def quiet_third_party() -> None:
+    """Hide warnings the user can do nothing about (vLLM's Triton and LD_PRELOAD notes,
+    torch's C++ NUMA notice, FutureWarnings, loading bars). `--verbose` keeps them.
+    Set before vLLM or torch is imported: they read these once."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' bars; our progress line is not tqdm
+    os.environ.setdefault("DISTILLERY_QUIET", "1")  # the engine adapter: no weight-loading bars
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", module="distillery")
+
+
+def _no_local_api(err: RuntimeError) -> DistilleryError | None:
+    if "ephemeral Prefect API server" not in str(err):
+        return None
+    waited = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
+    return DistilleryError(
+        f"Prefect's local API did not start within {waited} s (a busy machine?); nothing was built. "
+        "Start a server that stays up (`distillery serve`, or `prefect server start`) and point runs at it: "
+        "`export PREFECT_API_URL=http://127.0.0.1:4200/api`, then run again; "
+        "or give the local API longer with PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from distillery.recipe import load_recipe
 
+    if not args.verbose:
+        quiet_third_party()
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
     recipe = load_recipe(args.recipe, args.set)
     # Prefect is imported only once the recipe is valid.
     from distillery.recipe import flow_for
@@ -42,12 +93,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging()
     _quiet_user_errors()
+    if not args.verbose:
+        # Prefect's logging setup leaves vLLM's loggers to the root handler.
+        for name in ("vllm", "torch", "transformers"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    from distillery import progress
     from distillery.adapters.engine import close_engines
     from distillery.report import format_summary
 
+    if not args.no_progress:
+        shown = progress.Progress(sys.stderr, tty=sys.stderr.isatty())
+        progress.install(shown)
+        for handler in _console_handlers():
+            handler.addFilter(_ClearProgressLine(shown))
     try:
         result = build(recipe)
+    except RuntimeError as err:
+        raise (_no_local_api(err) or err) from None
     finally:
+        progress.install(None)
         close_engines()
 
     if result.get("unchanged"):
@@ -158,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the distill flow on a recipe")
     run.add_argument("recipe", nargs="?", help="recipe YAML (defaults apply when omitted)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field, e.g. sampling.temperature=0.2")
+    run.add_argument("--verbose", "-v", action="store_true", help="show vLLM, torch and transformers warnings and loading bars")
+    run.add_argument("--no-progress", action="store_true", help="no progress lines for engine start, generation and judging")
     run.set_defaults(func=cmd_run)
     ins = sub.add_parser("inspect", help="summarize a dataset and check it against its manifest")
     ins.add_argument("output", help="dataset folder or URI")
@@ -209,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The ephemeral Prefect server phones home unless told not to; these
     # machines may have no route out, and a data tool should not call out anyway.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side usage data, likewise
     # Storage retries and other distillery.* log lines go to the run's logs (UI and console).
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "distillery")
     args = parser().parse_args(argv)

@@ -26,6 +26,7 @@ import distillery
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.faults import failpoint
 from distillery.generation import attach_completions, batched, sampling_kwargs
+from distillery.progress import current as current_progress
 from distillery.prompts import over_budget, render_messages
 from distillery.recipe import KDConfig, SamplingConfig, TeacherConfig
 from tasks.retry import ENGINE_TAG, engine_died
@@ -99,19 +100,28 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], 
     fits = [r for i, r in enumerate(rows) if i not in too_long]
     total = len(fits) * sum(t[3].n for t in teachers)
     progress = create_progress_artifact(0.0, description=f"teacher completions: 0 of {total}")
+    shown = current_progress()  # the CLI's line on a terminal; None under a worker
+    if shown is not None:
+        shown.begin("generate", total, "completions")
     out, engine_seconds = [], 0.0
-    # Teachers sharing a model run back to back on one engine.
-    for name, model, system, sampling in sorted(teachers, key=lambda t: t[1] != teacher.model):
-        spec = EngineSpec.from_teacher(teacher, model=model, logprobs_mode=kd.distribution)
-        params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
-        if kd.top_k:
-            params["kd_top_k"] = kd.top_k
-        for batch in batched(render_messages(fits, system), teacher.batch_size):
-            state = generate_batch(quote(list(batch)), name, spec, params, return_state=True)
-            done, opened = state.result()
-            out += done
-            if state.name != "Cached":  # a cached batch replays the engine start of the run that made it
-                engine_seconds += opened
-            update_progress_artifact(progress, 100.0 * len(out) / max(total, 1), description=f"teacher completions: {len(out)} of {total}")
-            failpoint("generate.batch")
+    try:
+        # Teachers sharing a model run back to back on one engine.
+        for name, model, system, sampling in sorted(teachers, key=lambda t: t[1] != teacher.model):
+            spec = EngineSpec.from_teacher(teacher, model=model, logprobs_mode=kd.distribution)
+            params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
+            if kd.top_k:
+                params["kd_top_k"] = kd.top_k
+            for batch in batched(render_messages(fits, system), teacher.batch_size):
+                state = generate_batch(quote(list(batch)), name, spec, params, return_state=True)
+                done, opened = state.result()
+                out += done
+                if state.name != "Cached":  # a cached batch replays the engine start of the run that made it
+                    engine_seconds += opened
+                elif shown is not None:
+                    shown.reach(len(out))
+                update_progress_artifact(progress, 100.0 * len(out) / max(total, 1), description=f"teacher completions: {len(out)} of {total}")
+                failpoint("generate.batch")
+    finally:
+        if shown is not None:
+            shown.end()
     return out, rejected, engine_seconds

@@ -14,6 +14,7 @@ from distillery.judge import (
     pairwise_messages,
     swap_verdict,
 )
+from distillery.progress import current as current_progress
 from distillery.prompts import over_budget
 from distillery.recipe import JudgeConfig, TeacherConfig
 from tasks.retry import ENGINE_TAG, engine_died
@@ -33,7 +34,17 @@ def judge(rows: list[dict], config: JudgeConfig, teacher: TeacherConfig) -> tupl
     model = config.model or teacher.model
     engine = get_engine(EngineSpec.from_teacher(teacher, model=model))
     params, extra = judge_params(config)
-    logger = get_run_logger()
+    shown = current_progress()  # the CLI's line on a terminal; None under a worker
+    if shown is not None:
+        shown.begin("judge", len(rows))
+    try:
+        return _judge_batches(engine, rows, config, teacher, params, extra, model, get_run_logger())
+    finally:
+        if shown is not None:
+            shown.end()
+
+
+def _judge_batches(engine, rows, config, teacher, params, extra, model, logger) -> tuple[list[dict], list[dict]]:
     scored, rejected = [], []
     for batch in batched(rows, teacher.batch_size):
         convs = [absolute_messages(config.rubric, r["prompt"], r["response"], config.aspects, config.method) for r in batch]

@@ -49,3 +49,33 @@ def test_out_of_bounds_override():
 def test_recipe_schema_is_printed():
     proc = distillery("recipe-schema")
     assert proc.returncode == 0 and '"sampling"' in proc.stdout and "Sampling temperature" in proc.stdout
+
+
+def test_local_prefect_api_that_does_not_start_is_one_clear_line(tmp_path):
+    """A busy machine can miss the local API's start-up window: one line saying what to do, and no
+    server process left behind."""
+    import os
+
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1", "PREFECT_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run([sys.executable, "-m", "distillery.cli", "run", "recipes/smoke.yaml", "--set", f"output.uri={tmp_path / 'out'}"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    line = assert_one_clear_line(proc, "Prefect's local API did not start within 1 s", "distillery serve", "PREFECT_API_URL",
+                                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    assert "nothing was built" in line
+    assert not (tmp_path / "out").exists()
+    assert processes_with_env(f"PREFECT_HOME={tmp_path / 'home'}") == []
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """Live processes whose environment holds `entry` (the local API server inherits the CLI's)."""
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and entry.encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found

@@ -13,6 +13,7 @@ import gc
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
@@ -22,6 +23,8 @@ from typing import Any
 
 from distillery.adapters.models import resolve_model
 from distillery.errors import DistilleryError
+from distillery.progress import current as current_progress
+from distillery.progress import vllm_bar
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,19 @@ def _unscannable_attrs_hidden():
     (loaded with numba, which dedup uses) is one. Hide such attributes for the
     duration of engine start-up, then put them back."""
     hidden = []
+    # Probing every attribute touches deprecated ones (torch.distributed.reduce_op)
+    # whose FutureWarnings say nothing about this program.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _collect_unscannable(hidden)
+    try:
+        yield
+    finally:
+        for namespace, attr, value in hidden:
+            namespace[attr] = value
+
+
+def _collect_unscannable(hidden: list) -> None:
     for module in list(sys.modules.values()):
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
@@ -96,11 +112,6 @@ def _unscannable_attrs_hidden():
             if broken:
                 hidden.append((namespace, attr, value))
                 del namespace[attr]
-    try:
-        yield
-    finally:
-        for namespace, attr, value in hidden:
-            namespace[attr] = value
 
 
 class Engine:
@@ -135,6 +146,8 @@ class Engine:
                     tensor_parallel_size=spec.tensor_parallel_size,
                     logprobs_mode=spec.logprobs_mode,
                     seed=0,
+                    # the CLI's quiet mode: its own progress line, no loading bars
+                    use_tqdm_on_load=os.environ.get("DISTILLERY_QUIET") != "1",
                     **extra,
                 )
         except Exception as err:
@@ -183,7 +196,7 @@ class Engine:
         params = SamplingParams(**sampling, structured_outputs=structured)
         chat_args = {"add_generation_prompt": False, "continue_final_message": True} if continue_final else {}
         try:
-            outputs = self.llm.chat(conversations, params, use_tqdm=False, **chat_args)
+            outputs = self.llm.chat(conversations, params, use_tqdm=vllm_bar(), **chat_args)
         except Exception as err:
             # The engine's own log has the details; the run gets one clear line.
             self.dead = True
@@ -223,7 +236,7 @@ class Engine:
             starts.append(len(head))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k)
         try:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            outputs = self.llm.generate(prompts, params, use_tqdm=vllm_bar("score"))
         except Exception as err:
             self.dead = True
             raise EngineError(f"vLLM failed scoring {len(prompts)} answers with {self.spec.model}: {err.__class__.__name__}: {str(err)[:300]}") from None
@@ -293,7 +306,16 @@ def get_engine(spec: EngineSpec) -> Engine:
         while len(_engines) >= limit:
             _, old = _engines.popitem(last=False)
             old.close()
-        engine = Engine(spec)
+        progress = current_progress()
+        if progress is not None:
+            progress.waiting("engine", f"starting {spec.model}")
+        ready = "failed to start"
+        try:
+            engine = Engine(spec)
+            ready = "ready"
+        finally:
+            if progress is not None:
+                progress.end(ready)
         _engines[spec] = engine
         return engine
 
