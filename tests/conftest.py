@@ -18,6 +18,7 @@ SEEDS = ROOT / "data" / "self_instruct_seed_tasks.jsonl"
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="distillery-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side usage data
 
 
 def read_seeds() -> list[dict]:
