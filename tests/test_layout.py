@@ -35,7 +35,7 @@ def test_deployment_declares_the_flow_with_a_valid_recipe():
 
     from distillery.recipe import build_recipe
 
-    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         assert (ROOT / path).is_file()

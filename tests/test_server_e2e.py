@@ -1,5 +1,5 @@
 """A real Prefect server on 127.0.0.1 with its own PREFECT_HOME, the deployments
-from deployments/prefect.yaml, a process worker, and `distillery trigger`."""
+from the root prefect.yaml, a process worker, and `distillery trigger`."""
 
 from __future__ import annotations
 

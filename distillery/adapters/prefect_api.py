@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from distillery.recipe import apply_overrides, build_recipe
 POOL = "distillery-process"
 ENGINE_LIMIT_TAG = "gpu"
 ROOT = Path(__file__).resolve().parents[2]
+_GROUP_LEADERS: set[int] = set()  # pids of processes started in their own session
 
 
 class PrefectError(DistilleryError, RuntimeError):
@@ -30,9 +32,9 @@ def server_env(port: int, home: str | None = None) -> dict:
     env = dict(os.environ)
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["DO_NOT_TRACK"] = "1"  # the client side (workers, flow runs) would report usage too
     env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
     env.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "distillery")  # storage retries show in the run's logs
-    env.setdefault("DISTILLERY_HOME", str(ROOT))
     if home:
         env["PREFECT_HOME"] = home
     return env
@@ -52,12 +54,15 @@ def prefect_cli(args: list[str], env: dict, check: bool = True) -> subprocess.Co
     return proc
 
 
-def start_server(env: dict, port: int, log) -> subprocess.Popen:
-    """A Prefect server (SQLite under PREFECT_HOME) on 127.0.0.1, waited on until healthy."""
-    proc = subprocess.Popen([_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+def start_server(env: dict, port: int, log, new_session: bool = False) -> subprocess.Popen:
+    """A Prefect server (SQLite under PREFECT_HOME) on 127.0.0.1, waited on until healthy.
+
+    `new_session` starts it in its own process group, which `stop` ends whole (tests do this)."""
+    proc = _spawn(["server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, new_session)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            stop(proc)
             raise PrefectError(f"the Prefect server exited with code {proc.returncode}; see its log")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
@@ -65,31 +70,54 @@ def start_server(env: dict, port: int, log) -> subprocess.Popen:
                     return proc
         except OSError:
             time.sleep(1)
-    proc.terminate()
+    stop(proc)
     raise PrefectError(f"the Prefect server on 127.0.0.1:{port} did not become healthy in 120 s")
 
 
 def prepare(env: dict) -> None:
-    """The process work pool, the engine concurrency limit, and the deployments."""
+    """The process work pool, the engine concurrency limit, and the deployments of the root
+    prefect.yaml (run from the repository root, as a Prefect user runs `prefect deploy --all`)."""
     prefect_cli(["work-pool", "create", POOL, "--type", "process", "--overwrite"], env)
     prefect_cli(["concurrency-limit", "create", ENGINE_LIMIT_TAG, "1"], env, check=False)
-    prefect_cli(["--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"], env)
+    prefect_cli(["--no-prompt", "deploy", "--all"], env)
 
 
-def start_worker(env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen([_prefect(), "worker", "start", "--pool", POOL], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+def start_worker(env: dict, log, new_session: bool = False) -> subprocess.Popen:
+    """A process worker on the pool. Its flow-run processes (and their engines) stay in its process group."""
+    return _spawn(["worker", "start", "--pool", POOL], env, log, new_session)
+
+
+def _spawn(args: list[str], env: dict, log, new_session: bool) -> subprocess.Popen:
+    proc = subprocess.Popen([_prefect(), *args], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=new_session)
+    if new_session:
+        _GROUP_LEADERS.add(proc.pid)
+    return proc
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    """To the whole process group when `proc` leads one (started with new_session), else to it."""
+    try:
+        if proc.pid in _GROUP_LEADERS:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
 
 
 def stop(*procs: subprocess.Popen) -> None:
-    """Stop in the order given (workers before the server), politely, then firmly."""
+    """Stop in the order given (workers before the server), politely, then firmly; a process
+    started with new_session goes with its whole group (a worker's flow runs and engines)."""
     for proc in procs:
         if proc.poll() is None:
-            proc.terminate()
+            _signal(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal(proc, signal.SIGKILL)
                 proc.wait()
+        _signal(proc, signal.SIGKILL)  # what the group leader left behind
+        _GROUP_LEADERS.discard(proc.pid)
 
 
 def trigger(deployment: str, overrides: list[str] | None = None, wait: bool = False,
