@@ -229,11 +229,21 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("output", help="dataset folder or URI")
     ins.add_argument("--rows", type=int, default=3, help="sample rows to print")
     ins.set_defaults(func=cmd_inspect)
-    dd = sub.add_parser("dedup", help="exact + MinHash-LSH dedup of a JSONL or Parquet file on one column")
+    dd = sub.add_parser(
+        "dedup", help="exact + MinHash-LSH dedup of a JSONL or Parquet file on one column",
+        description="Writes every input row, with the input's own columns, to kept.parquet or rejected.parquet. "
+        "Parquet in: the same schema out. JSONL in: each top-level field becomes a column of the type its values "
+        "share (nested objects and lists stay nested); a field whose values share no type (a number in one row, "
+        "a string in another) becomes a string column of each value as JSON text. Then the dedup columns: "
+        "dedup_cluster (kept), dedup_reason, dedup_duplicate_of, dedup_similarity (rejected), dedup_raw (rejected, "
+        "JSONL: the line of a malformed_json row), dedup_row_id (both, when no id column is used). Cluster and "
+        "duplicate_of name rows by the id column's values, as text. An input with a dedup_* column is refused.",
+    )
     dd.add_argument("input", help="JSONL or Parquet file (local path or s3://)")
     dd.add_argument("--column", required=True, help="text column to compare (dotted path for nested JSONL)")
     dd.add_argument("--output", required=True, help="folder for kept.parquet and rejected.parquet")
-    dd.add_argument("--id-column", help="stable row id column (default: row number)")
+    dd.add_argument("--id-column", help="row id column (dotted path for nested JSONL); default: `id` when the input "
+                    "has it, else row numbers (dedup_row_id); --id-column '' forces row numbers")
     dd.add_argument("--score-column", help="score column: the highest score represents a cluster")
     dd.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default 0.8)")
     dd.add_argument("--ngram", type=int, default=5, help="shingle size (default 5)")

@@ -1,9 +1,17 @@
 """`distillery dedup`: deduplicate a JSONL or Parquet file on one column, streaming.
 
 Two passes over the input: the first feeds ids, texts and scores to the
-Deduplicator in batches (text is not kept); the second writes every row to
-kept.parquet or rejected.parquet. Memory grows with the row count (ids,
-signatures, LSH buckets), not with the text.
+Deduplicator in batches (text is not kept) and, for JSONL, learns one Arrow
+type per top-level field; the second writes every row, with the input's own
+columns, to kept.parquet or rejected.parquet. Memory grows with the row count
+(ids, signatures, LSH buckets), not with the text.
+
+Output columns: the input's, then the dedup columns, all named `dedup_*` (an
+input that has such a column is refused, so nothing is overwritten):
+  kept:     dedup_cluster (the id of the row that represents the row's cluster)
+  rejected: dedup_reason, dedup_duplicate_of (the id of the row it copies),
+            dedup_similarity, and for JSONL dedup_raw (the line, for malformed_json rows)
+  both:     dedup_row_id (row-000000000000, ...) when no id column is used
 """
 
 from __future__ import annotations
@@ -21,7 +29,16 @@ import pyarrow.parquet as pq
 from distillery.adapters import dedup_index
 from distillery.adapters.storage import open_dataset, open_input
 from distillery.dedup import DedupParams, Deduplicator, DedupResult
+from distillery.json_columns import FieldTypes
 from distillery.sources import MISSING, SourceError, get_path
+
+PREFIX = "dedup_"
+ROW_ID = "dedup_row_id"
+KEPT_COLUMNS = pa.schema([pa.field("dedup_cluster", pa.string())])
+REJECTED_COLUMNS = pa.schema([
+    pa.field("dedup_reason", pa.string()), pa.field("dedup_duplicate_of", pa.string()), pa.field("dedup_similarity", pa.float32()),
+])
+RAW = pa.field("dedup_raw", pa.string())
 
 
 @dataclass
@@ -32,11 +49,19 @@ class JobStats:
     non_utf8_rows: int = 0
     index_rows_before: int = 0
     index_rows_after: int | None = None
+    id_column: str | None = None
+    repeated_ids: int = 0
     seconds: float = 0.0
 
     def report(self) -> str:
         lines = [f"rows in:   {self.rows_in}", f"kept:      {self.kept}", f"rejected:  {sum(self.rejected.values())}"]
         lines += [f"  {k}: {v}" for k, v in sorted(self.rejected.items())]
+        lines.append(f"ids:       {f'column {self.id_column!r}' if self.id_column else f'row numbers ({ROW_ID})'}")
+        if self.repeated_ids:
+            lines.append(
+                f"  {self.repeated_ids} rows repeat an earlier row's {self.id_column!r}, so dedup_duplicate_of may name "
+                "several rows; pass --id-column with a unique column, or --id-column '' for row numbers"
+            )
         lines.append(f"non-UTF-8 rows (bytes replaced): {self.non_utf8_rows}")
         if self.index_rows_before or self.index_rows_after is not None:
             after = f", now {self.index_rows_after}" if self.index_rows_after is not None else ""
@@ -78,11 +103,23 @@ def _text(value) -> str | None:
     return str(value)
 
 
+def _clashes(uri: str, names: list[str]) -> None:
+    taken = [n for n in names if n.startswith(PREFIX)]
+    if taken:
+        raise SourceError(
+            f"{uri}: column(s) {', '.join(taken)} use the {PREFIX}* names distillery dedup writes (the output of an "
+            f"earlier dedup?); drop or rename them first, e.g. keep only your own columns of kept.parquet"
+        )
+
+
 class _Job:
     def __init__(self, uri: str, column: str, id_column: str | None, score_column: str | None, batch_rows: int):
-        self.uri, self.column, self.id_column, self.score_column, self.batch_rows = uri, column, id_column, score_column, batch_rows
+        self.uri, self.column, self.score_column, self.batch_rows = uri, column, score_column, batch_rows
+        self.id_column = id_column  # None: `id` when the input has it; "": row numbers
         self.fmt = "parquet" if uri.lower().endswith((".parquet", ".pq")) else "jsonl"
         self.malformed: set[int] = set()
+        self.fields = FieldTypes()  # JSONL: the columns pass 2 writes
+        self.schema: pa.Schema | None = None  # the input's columns (Parquet: its own schema)
 
     def _id(self, position: int, value) -> str:
         if self.id_column and value is not None and value is not MISSING:
@@ -90,32 +127,47 @@ class _Job:
         return f"row-{position:012d}"
 
     def scan(self, dedup: Deduplicator, stats: JobStats) -> None:
-        """Pass 1: ids, texts and scores into the deduplicator."""
+        """Pass 1: ids, texts and scores into the deduplicator; the input's columns."""
         position = 0
-        for ids, texts, scores in self._columns(stats):
+        for ids, texts, scores in self._columns(stats) if self.fmt == "parquet" else self._jsonl_columns(stats):
             dedup.add(ids, texts, scores)
             position += len(ids)
+        if self.fmt == "jsonl":
+            self.schema = self.fields.finish()
+            _clashes(self.uri, self.schema.names)
         stats.rows_in = position
+        stats.id_column = self.id_column or None
+        if self.id_column:
+            stats.repeated_ids = position - len(set(dedup.ids[len(dedup.ids) - position:]))
 
     def _columns(self, stats: JobStats):
         position = 0
-        if self.fmt == "parquet":
-            with open_input(self.uri, "input file") as fh:
-                pf = pq.ParquetFile(fh)
-                names = pf.schema_arrow.names
-                for col in filter(None, (self.column, self.id_column, self.score_column)):
-                    if col not in names:
-                        raise SourceError(f"{self.uri}: column {col!r} not found; columns there: {', '.join(names[:12])}")
-                cols = list(dict.fromkeys(filter(None, (self.column, self.id_column, self.score_column))))
-                for batch in pf.iter_batches(batch_size=self.batch_rows, columns=cols):
-                    d = batch.to_pydict()
-                    n = batch.num_rows
-                    ids = [self._id(position + k, v) for k, v in enumerate(d.get(self.id_column, [None] * n))]
-                    yield ids, [_text(v) for v in d[self.column]], d.get(self.score_column) if self.score_column else None
-                    position += n
-            return
+        with open_input(self.uri, "input file") as fh:
+            pf = pq.ParquetFile(fh)
+            self.schema = pf.schema_arrow
+            names = self.schema.names
+            _clashes(self.uri, names)
+            if self.id_column is None:
+                self.id_column = "id" if "id" in names else ""
+            for col in filter(None, (self.column, self.id_column, self.score_column)):
+                if col not in names:
+                    raise SourceError(f"{self.uri}: column {col!r} not found; columns there: {', '.join(names[:12])}")
+            cols = list(dict.fromkeys(filter(None, (self.column, self.id_column, self.score_column))))
+            for batch in pf.iter_batches(batch_size=self.batch_rows, columns=cols):
+                d = batch.to_pydict()
+                n = batch.num_rows
+                ids = [self._id(position + k, v) for k, v in enumerate(d.get(self.id_column, [None] * n))]
+                yield ids, [_text(v) for v in d[self.column]], d.get(self.score_column) if self.score_column else None
+                position += n
+
+    def _jsonl_columns(self, stats: JobStats):
+        position = 0
         seen_column = False
         for batch in _jsonl_batches(self.uri, self.batch_rows, stats):
+            records = [rec for _, rec in batch if rec is not None]
+            if self.id_column is None:  # the first batch decides: `id` when its records have one
+                self.id_column = "id" if any("id" in rec for rec in records) else ""
+            self.fields.observe(records)
             ids, texts, scores = [], [], []
             for k, (_, rec) in enumerate(batch):
                 if rec is None:
@@ -131,62 +183,63 @@ class _Job:
         if position and not seen_column:
             raise SourceError(f"{self.uri}: column {self.column!r} not found in any row; check --column")
 
+    def _schemas(self) -> tuple[pa.Schema, pa.Schema]:
+        """kept.parquet's and rejected.parquet's schemas: the input's columns, then the dedup columns."""
+        base = list(self.schema) + ([] if self.id_column else [pa.field(ROW_ID, pa.string())])
+        raw = [RAW] if self.fmt == "jsonl" else []
+        return pa.schema(base + list(KEPT_COLUMNS)), pa.schema(base + list(REJECTED_COLUMNS) + raw)
+
     def write(self, result: DedupResult, out_uri: str, stats: JobStats) -> None:
         """Pass 2: every row to kept.parquet or rejected.parquet."""
         out = open_dataset(out_uri)
-        kept_w = rej_w = None
+        kept_schema, rejected_schema = self._schemas()
         with out.writer("kept.parquet") as kf, out.writer("rejected.parquet") as rf:
+            kept_w = pq.ParquetWriter(kf, kept_schema, compression="zstd")
+            rej_w = pq.ParquetWriter(rf, rejected_schema, compression="zstd")
             position = result.n_index
-            for table in self._tables():
+            for table, raws in self._tables():
                 n = table.num_rows
                 idx = list(range(position, position + n))
                 reasons = [("malformed_json" if (i - result.n_index) in self.malformed else result.reason[i]) for i in idx]
-                cluster = [result.ids[result.representative[i]] for i in idx]
                 keep = pa.array([r is None for r in reasons])
-                extra_k = {"dedup_cluster": pa.array(cluster, pa.string())}
-                kept = _with(table.filter(keep), {k: v.filter(keep) for k, v in extra_k.items()})
+                cluster = pa.array([result.ids[result.representative[i]] for i in idx], pa.string())
+                kept_w.write_table(_with(table.filter(keep), {"dedup_cluster": cluster.filter(keep)}))
                 drop = pc.invert(keep)
                 dup_of = [result.ids[result.representative[i]] if reasons[k] in ("exact_duplicate", "near_duplicate") else None for k, i in enumerate(idx)]
                 reasons = ["seen_in_index" if d is not None and result.representative[i] < result.n_index else r for d, r, i in zip(dup_of, reasons, idx)]
-                extra_r = {
-                    "duplicate_of": pa.array(dup_of, pa.string()).filter(drop),
-                    "reason": pa.array(reasons, pa.string()).filter(drop),
-                    "similarity": pa.array(result.similarity[idx], pa.float32()).filter(drop),
+                extra = {
+                    "dedup_reason": pa.array(reasons, pa.string()).filter(drop),
+                    "dedup_duplicate_of": pa.array(dup_of, pa.string()).filter(drop),
+                    "dedup_similarity": pa.array(result.similarity[idx], pa.float32()).filter(drop),
                 }
-                rejected = _with(table.filter(drop), extra_r)
-                kept_w = kept_w or pq.ParquetWriter(kf, kept.schema, compression="zstd")
-                rej_w = rej_w or pq.ParquetWriter(rf, rejected.schema, compression="zstd")
-                kept_w.write_table(kept)
-                rej_w.write_table(rejected)
-                stats.kept += kept.num_rows
+                if raws is not None:
+                    extra["dedup_raw"] = pa.array(raws, pa.string()).filter(drop)
+                rej_w.write_table(_with(table.filter(drop), extra))
+                stats.kept += n - sum(r is not None for r in reasons)
                 stats.rejected.update(r for r in reasons if r is not None)
                 position += n
-            for w in (kept_w, rej_w):
-                if w is not None:
-                    w.close()
+            kept_w.close()
+            rej_w.close()
 
-    def _tables(self) -> Iterator[pa.Table]:
+    def _tables(self) -> Iterator[tuple[pa.Table, list[str | None] | None]]:
+        """The input's rows in batches, as tables of its columns (plus dedup_row_id without an id column),
+        each with the raw lines of its malformed JSONL rows (None for Parquet)."""
         position = 0
         if self.fmt == "parquet":
             with open_input(self.uri, "input file") as fh:
-                pf = pq.ParquetFile(fh)
-                for batch in pf.iter_batches(batch_size=self.batch_rows):
-                    table = pa.Table.from_batches([batch])
-                    if not self.id_column:
-                        table = _with(table, {"row_id": pa.array([self._id(position + k, None) for k in range(batch.num_rows)])})
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=self.batch_rows):
+                    yield self._numbered(pa.Table.from_batches([batch], schema=self.schema), position), None
                     position += batch.num_rows
-                    yield table
             return
         for batch in _jsonl_batches(self.uri, self.batch_rows, None):
-            ids, texts, raws = [], [], []
-            for k, (line, rec) in enumerate(batch):
-                rec = rec or {}
-                ids.append(self._id(position + k, get_path(rec, self.id_column) if self.id_column else None))
-                value = get_path(rec, self.column)
-                texts.append(None if value is MISSING else _text(value))
-                raws.append(line)
+            table = self.fields.table([rec for _, rec in batch])
+            yield self._numbered(table, position), [line if rec is None else None for line, rec in batch]
             position += len(batch)
-            yield pa.table({"id": pa.array(ids, pa.string()), self.column: pa.array(texts, pa.string()), "record": pa.array(raws, pa.string())})
+
+    def _numbered(self, table: pa.Table, position: int) -> pa.Table:
+        if self.id_column:
+            return table
+        return _with(table, {ROW_ID: pa.array([self._id(position + k, None) for k in range(table.num_rows)], pa.string())})
 
 
 def _with(table: pa.Table, columns: dict) -> pa.Table:

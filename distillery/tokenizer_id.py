@@ -2,18 +2,22 @@
 
 Soft targets (`kd_topk_ids`) are token ids in the *teacher's* vocabulary. A
 student can learn from them only if the same id means the same token string
-to it. A KD dataset therefore ships the teacher's vocabulary as a table
-(`kd/tokenizer.json`) and its fingerprint in the manifest; `compare` tells,
-id by id, whether a student's tokenizer agrees.
+to it. A KD dataset therefore ships the teacher's own tokenizer files in the
+Hugging Face format under `kd/` (`kd/tokenizer.json`, `kd/tokenizer_config.json`,
+...: `AutoTokenizer.from_pretrained("OUT/kd")` loads them) and the fingerprint
+of its vocabulary in the manifest; `compare` tells, id by id, whether a
+student's tokenizer agrees.
 
-A table is plain JSON:
+The fingerprint is taken over a table, the vocabulary as plain JSON:
 
     {"name": str, "vocab_size": V,
      "tokens": [token string of id 0, ..., id V-1]  ("" where no token has that id),
      "special_tokens": {"bos_token": "<s>", ..., "additional_special_tokens": [...]}}
 
-The fingerprint hashes `tokens` and `special_tokens` only, not the name: a
-renamed copy of the same tokenizer has the same sha256.
+It hashes `tokens` and `special_tokens` only, not the name: a renamed copy of
+the same tokenizer has the same sha256. Datasets built before the Hugging Face
+files were shipped hold this table itself at `kd/tokenizer.json` (their
+manifest entry lists no `files`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from collections.abc import Mapping
 
 from distillery.errors import DistilleryError
 
-TABLE_PATH = "kd/tokenizer.json"
+KD_DIR = "kd"
+TOKENIZER_FILE = f"{KD_DIR}/tokenizer.json"  # the Hugging Face file; in older datasets the table
+TABLE_PATH = TOKENIZER_FILE
 MAX_EXAMPLES = 5
 
 
@@ -80,13 +86,18 @@ def fingerprint(table: Mapping) -> dict:
 
 
 def dumps(table: Mapping) -> bytes:
-    """The bytes of `kd/tokenizer.json` (UTF-8 JSON, one line)."""
+    """A table as UTF-8 JSON, one line (what older datasets hold at `kd/tokenizer.json`)."""
     return json.dumps(dict(table), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def manifest_entry(table: Mapping, path: str = TABLE_PATH) -> dict:
-    """The manifest's `kd.tokenizer` section for a table written at `path`."""
-    return {**fingerprint(table), "path": path}
+def manifest_entry(table: Mapping, files: list[str] | None = None) -> dict:
+    """The manifest's `kd.tokenizer` section: the fingerprint, the tokenizer file and every file
+    of the tokenizer folder (`files`, paths under kd/). Without `files`: the older form, whose
+    `path` holds the table itself."""
+    if files is None:
+        return {**fingerprint(table), "path": TABLE_PATH}
+    path = TOKENIZER_FILE if TOKENIZER_FILE in files else sorted(files)[0]
+    return {**fingerprint(table), "path": path, "files": sorted(files)}
 
 
 def validate_table(table: object, where: str) -> dict:
@@ -167,6 +178,6 @@ def _show(token: str | None) -> str:
 
 
 __all__ = [
-    "TABLE_PATH", "TokenizerMismatch", "canonical_bytes", "compare", "dumps", "fingerprint",
-    "format_comparison", "manifest_entry", "table_from_vocab", "validate_table",
+    "KD_DIR", "TABLE_PATH", "TOKENIZER_FILE", "TokenizerMismatch", "canonical_bytes", "compare", "dumps",
+    "fingerprint", "format_comparison", "manifest_entry", "table_from_vocab", "validate_table",
 ]

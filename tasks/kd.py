@@ -18,9 +18,6 @@ from distillery.recipe import Recipe, TeacherConfig
 from tasks.generate import code_version
 from tasks.retry import ENGINE_TAG, engine_died
 
-TOKENIZER_FILE = "kd/tokenizer.json"
-
-
 class TokenizersDiffer(DistilleryError):
     """Teachers whose soft targets index different vocabularies cannot be merged."""
 
@@ -100,20 +97,20 @@ def merged(rows: list[dict], recipe: Recipe) -> list[dict]:
 
 
 def kd_section(recipe: Recipe, rows: list[dict]) -> tuple[dict, dict[str, bytes]]:
-    """What the manifest says about the soft targets, and the tokenizer table to ship beside them."""
-    from distillery.adapters.tokenizers import load_table
+    """What the manifest says about the soft targets, and the teacher's tokenizer files to ship
+    beside them (kd/tokenizer.json and the rest of its Hugging Face folder)."""
+    from distillery.adapters.tokenizers import kd_tokenizer
     from distillery.kd import entries
-    from distillery.tokenizer_id import fingerprint
 
-    table = load_table(recipe.teacher.model)
+    tokenizer, files = kd_tokenizer(recipe.teacher.model)
     section = {
         "top_k": recipe.kd.top_k,
         "distribution": "raw_logprobs" if recipe.kd.teacher_weights else recipe.kd.distribution,
         "logprob_dtype": recipe.kd.logprob_dtype,
         "logprob_mantissa_bits": recipe.kd.logprob_bits if recipe.kd.logprob_dtype == "float16" else None,
         "position": "kd_topk_*[t] is the distribution that predicted kd_token_ids[t]",
-        "tokenizer": {**fingerprint(table), "path": TOKENIZER_FILE},
+        "tokenizer": tokenizer,
         "teacher_weights": recipe.kd.teacher_weights or None,
         "entries": entries(rows),
     }
-    return section, {TOKENIZER_FILE: json.dumps(table).encode()}
+    return section, files

@@ -145,7 +145,12 @@ def publish(
         for path in ds.list(folder):
             if path.endswith(".parquet") and path not in paths:  # from an earlier build with more shards
                 ds.remove(path)
-    for path, data in (files or {}).items():  # files beside the shards (kd/tokenizer.json), in before the manifest
+    files = files or {}
+    for folder in {path.split("/")[0] for path in files if "/" in path}:
+        for path in ds.list(folder):
+            if path not in files:  # from an earlier build (another teacher's tokenizer files)
+                ds.remove(path)
+    for path, data in files.items():  # files beside the shards (kd/tokenizer.json, ...), in before the manifest
         ds.write(path, data)
     failpoint("write.committed")
 

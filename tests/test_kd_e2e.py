@@ -121,7 +121,18 @@ def test_storage_is_compact_readable_and_recorded(kd_build):
     kd = manifest["kd"]
     assert kd["top_k"] == K and kd["distribution"] == "raw_logprobs" and kd["logprob_dtype"] == "float16"
     assert kd["tokenizer"]["vocab_size"] == 49152 and len(kd["tokenizer"]["sha256"]) == 64
-    assert (out / kd["tokenizer"]["path"]).exists()
+    assert kd["tokenizer"]["path"] == "kd/tokenizer.json" and "kd/tokenizer_config.json" in kd["tokenizer"]["files"]
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from distillery.adapters.models import resolve_model
+
+    teacher = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    stored = AutoTokenizer.from_pretrained(out / "kd")  # the teacher's own Hugging Face tokenizer, as shipped
+    raw = Tokenizer.from_file(str(out / "kd" / "tokenizer.json"))
+    for row in rows_of(out):
+        ids = teacher(row["response"], add_special_tokens=False)["input_ids"]
+        assert stored(row["response"], add_special_tokens=False)["input_ids"] == ids == raw.encode(row["response"], add_special_tokens=False).ids
     assert kd["entries"] == sum(len(p) for r in rows_of(out) for p in r["kd_topk_ids"])
     assert 0 < kd["bytes_per_entry"] < 6  # int32 id + float16 before compression
     frame = pl.read_parquet(out / "data")  # plain polars, no custom code
