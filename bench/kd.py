@@ -44,7 +44,7 @@ def bytes_per_entry(rows: list[dict], dtype: str, bits: int = 10) -> dict:
         "entries": n, "ids_bytes": sizes["kd_topk_ids"], "logprob_bytes": sizes["kd_topk_logprobs"],
         "bytes_per_entry": round(topk / n, 3), "ids_bytes_per_entry": round(sizes["kd_topk_ids"] / n, 3),
         "logprob_bytes_per_entry": round(sizes["kd_topk_logprobs"] / n, 3),
-        "file_bytes": shard.bytes, "text_bytes": sizes["response"] + sizes["messages"] + sizes["prompt"],
+        "file_bytes": shard.bytes, "text_bytes": sizes["response"] + sizes["messages"] + sizes["prompt_text"],
     }
 
 

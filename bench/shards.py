@@ -62,7 +62,7 @@ def make_table(gb: float, seed: int = 0) -> pa.Table:
         ids = [f"{i:032x}" for i in range(n, n + count)]
         msgs = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for p, a in zip(prompts, answers)]
         cols = {
-            "id": ids, "messages": msgs, "prompt": prompts, "response": answers, "instruction": prompts, "input": [""] * count,
+            "id": ids, "messages": msgs, "prompt_text": prompts, "response": answers, "instruction": prompts, "input": [""] * count,
             "seed_id": [f"seed-{i}" for i in range(n, n + count)], "sample_index": [0] * count, "teacher": ["teacher"] * count,
             "teacher_model": ["smollm2-135m-instruct"] * count, "sampling": ['{"temperature": 0.7}'] * count,
             "finish_reason": ["stop"] * count, "prompt_tokens": rng.integers(20, 80, count).tolist(),

@@ -34,6 +34,10 @@ def inspect_dataset(uri: str, rows: int = 3) -> tuple[str, bool]:
     lines = [f"dataset {manifest.get('name')} at {uri} (run {manifest.get('run_id')}, {manifest.get('created_at')})"]
     lines.append(f"shards: {len(manifest['shards'])} ({manifest['rows']} rows), rejected shards: {len(manifest['rejected_shards'])} ({manifest['rejected_rows']} rows)")
     lines.append(format_summary(manifest["summary"]))
+    export = manifest.get("export")
+    if export:
+        lines.append(f"an --format {export['format']} export of {export['source']}: its {export['rejected_rows_left_out']} "
+                     "rejected rows are not part of it (they stay with the build)")
     kd = manifest.get("kd")
     if kd:
         tok = kd["tokenizer"]
@@ -61,6 +65,6 @@ def _sample(row: dict) -> list[str]:
         ]
     return [
         f"--- {row['id']} (seed {row['seed_id']}, teacher {row.get('teacher')}, judge {row.get('judge_score')})",
-        "Q: " + textwrap.shorten(row["prompt"], 200),
+        "Q: " + textwrap.shorten(row.get("prompt_text") or row.get("prompt") or "", 200),  # `prompt` before the rename
         "A: " + textwrap.shorten(row["response"], 300),
     ]

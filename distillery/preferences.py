@@ -68,10 +68,15 @@ def _excluded(seed: str, group: Sequence[dict], reason: str, detail: str) -> dic
 
 
 def preference_rows(kept: Sequence[tuple[dict, dict, str]], judge_model: str, run_id: str, created_at: datetime) -> list[dict]:
-    """Rows in TRL's conversational preference format: prompt, chosen, rejected as messages."""
+    """Rows in TRL's conversational preference format: prompt, chosen, rejected as messages.
+
+    The prompt is the conversation the chosen answer was generated from, its system
+    message included: DPO should train the student on the context the answers had.
+    (With extra teachers of other system prompts, the rejected answer may have had another.)
+    """
     out = []
     for chosen, rejected, verdict in kept:
-        prompt = [m for m in chosen["messages"][:-1] if m["role"] != "system"]
+        prompt = chosen["messages"][:-1]
         out.append({
             "id": content_id(prompt, chosen["response"], rejected["response"]),
             "prompt": prompt,

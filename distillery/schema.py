@@ -1,6 +1,11 @@
 """Declared Arrow schemas for kept and rejected rows, and row -> table conversion.
 
 Every shard is written with these schemas, never one inferred from rows.
+
+Kept rows store the plain user text as `prompt_text`, not `prompt`: TRL's SFTTrainer
+takes a row with a `prompt` column for a prompt-completion row (and then fails on the
+missing `completion`), so the published folder would not train as it is. Rows in
+memory keep the key `prompt`; `to_table` renames it on the way to a shard.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ ROW_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("messages", pa.list_(MESSAGE), nullable=False),
-        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("prompt_text", pa.string(), nullable=False),  # the user turn as plain text (rows in memory: "prompt")
         pa.field("response", pa.string(), nullable=False),
         pa.field("instruction", pa.string()),  # the seed's instruction and input, as given
         pa.field("input", pa.string()),
@@ -89,6 +94,17 @@ PREFERENCE_SCHEMA = pa.schema(
 )
 
 
+# Row key in memory -> its column name in kept shards, where the two differ.
+STORED_AS = {"prompt": "prompt_text"}
+_ROW_KEY = {column: key for key, column in STORED_AS.items()}
+
+
+def _value(row: dict, column: str):
+    if column in row:
+        return row[column]
+    return row.get(_ROW_KEY.get(column, column))
+
+
 def content_id(*parts: object) -> str:
     """A stable id: sha256 of the canonical JSON of the content, 16 bytes in hex."""
     blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
@@ -100,8 +116,10 @@ def reject_id(row: dict) -> str:
 
 
 def to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
-    """Columns in schema order; fields a row lacks are null (and fail if non-nullable)."""
-    columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    """Columns in schema order; fields a row lacks are null (and fail if non-nullable).
+
+    A column in STORED_AS's values is filled from the row's in-memory key when the row lacks it."""
+    columns = {f.name: [_value(r, f.name) for r in rows] for f in schema}
     table = pa.Table.from_pydict(columns, schema=schema)
     # Arrow does not enforce nullability on construction; a null in a required
     # column is a bug upstream, so stop before it reaches a shard.

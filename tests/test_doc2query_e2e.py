@@ -68,7 +68,7 @@ def test_doc2query_writes_round_trip_filtered_pairs(prefect_api, tmp_path):
     assert [r["seed_id"] for r in rejected if r["reason"] == "empty_document"] == ["blank-doc"]
 
     # the good planted pair survives once (its repeat is an exact duplicate): query -> its document
-    pair = [r for r in kept if r["prompt"] == good]
+    pair = [r for r in kept if r["prompt_text"] == good]
     assert len(pair) == 1 and pair[0]["response"] == answers["seed_task_143"] and pair[0]["seed_id"] == "seed_task_143"
     assert pair[0]["messages"] == [{"role": "user", "content": good}, {"role": "assistant", "content": answers["seed_task_143"]}]
     assert pair[0]["teacher"] == "candidates" and json.loads(pair[0]["lineage"])["bm25_rank"] == 1

@@ -54,7 +54,7 @@ def test_evol_instruct_evolves_eliminates_and_records_lineage(prefect_api, tmp_p
     refusals = [r for r in rejected if r["reason"] == "refusal"]
     assert [r["prompt"] for r in refusals] == [refused] and refusals[0]["stage"] == "filter"
     assert "sorry" in refusals[0]["response"].lower() and syn["refusals"] == 1
-    assert good in {r["prompt"] for r in kept}
+    assert good in {r["prompt_text"] for r in kept}
 
     # then every chain evolved once per generation, one teacher candidate each
     assert [(r["round"], r["proposed"]) for r in syn["rounds"][1:]] == [(1, 3), (2, 3)]

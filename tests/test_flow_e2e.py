@@ -97,10 +97,10 @@ def test_rows_are_real_teacher_completions_with_lineage(build, seed_records):
     seeds = {r["id"]: r for r in seed_records}
     for row in rows:
         seed = seeds[row["seed_id"] if row["seed_id"] != "planted_near_dup" else "seed_task_0"]
-        assert row["prompt"].startswith(seed["instruction"])
+        assert row["prompt_text"].startswith(seed["instruction"])
         assert row["response"].strip(), "empty completion"
         assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
-        assert row["messages"][-2] == {"role": "user", "content": row["prompt"]}
+        assert row["messages"][-2] == {"role": "user", "content": row["prompt_text"]}
         assert row["teacher_model"] == "smollm2-135m-instruct" and row["teacher"] == "teacher"
         assert json.loads(row["sampling"])["max_tokens"] == 24
         assert 0 < row["completion_tokens"] <= 24
@@ -251,7 +251,8 @@ def test_exports_load_in_their_consumers(build, tmp_path, seed_records, fmt):
     rows = sorted(read_parts(out, "data"), key=lambda r: r["id"])
     target = tmp_path / ("hf" if fmt == "hf" else f"export.{'jsonl' if fmt == 'openai' else 'json'}")
     assert export_dataset(str(out), fmt, str(target))["rows"] == len(rows)
-    ds = load_dataset(str(target), split="train") if fmt == "hf" else load_dataset("json", data_files=str(target), split="train")
+    cache = str(tmp_path / "datasets-cache")  # datasets caches a folder by its name: another test's "hf" folder would answer
+    ds = load_dataset(str(target), split="train", cache_dir=cache) if fmt == "hf" else load_dataset("json", data_files=str(target), split="train")
     assert len(ds) == len(rows)
     got = {json.dumps(r, sort_keys=True, default=str) for r in ds.to_list()}
     if fmt == "openai":

@@ -60,7 +60,8 @@ def test_rephrase_chunks_styles_and_records_spans(prefect_api, tmp_path):
         assert lineage["recipe"] == "rephrase" and lineage["style"] in ("medium", "qa")
         start, end = lineage["span"]
         chunk = texts[lineage["doc_id"]][start:end]
-        assert row["prompt"] == f"{STYLES[lineage['style']]}\n\n{chunk}" and row.get("input", chunk) == chunk
+        prompt = row["prompt_text"] if "prompt_text" in row else row["prompt"]  # kept rows; rejected rows keep `prompt`
+        assert prompt == f"{STYLES[lineage['style']]}\n\n{chunk}" and row.get("input", chunk) == chunk
         assert row["seed_id"] == f"{lineage['doc_id']}#{lineage['chunk']}:{lineage['style']}"
         by_doc.setdefault(lineage["doc_id"], set()).add((start, end))
     for name in ("minimum-wage.txt", "motivation.txt"):  # the spans cover each document, in order, without overlap

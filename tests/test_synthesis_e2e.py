@@ -76,7 +76,7 @@ def test_self_instruct_bootstraps_filters_and_records_lineage(prefect_api, tmp_p
         lineage = json.loads(row["lineage"])
         assert lineage["input"] == ("teacher" if row["input"] else "none")
         assert len(lineage["input_examples"]) == 6 and all(i.startswith("seed_task_") for i in lineage["input_examples"])
-        assert row["prompt"] == (f"{row['instruction']}\n\n{row['input']}" if row["input"] else row["instruction"])
+        assert row["prompt_text"] == (f"{row['instruction']}\n\n{row['input']}" if row["input"] else row["instruction"])
         assert "Task:" not in row["input"] and "Output:" not in row["input"]
     assert inputs["with_input"] >= 1
 
