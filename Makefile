@@ -1,6 +1,7 @@
 # Everything a machine needs is installed from here; nothing by hand.
 #   make demo   install, prepare the default model, build a real dataset in out/demo
 #   make test   install, prepare the default model, run the whole suite
+#   make test-fast   the tests that need no engine, S3 server, Prefect server or browser (under 2 min)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.distillery-installed
 EXTRA ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: install model demo test bench clean serve browser
+.PHONY: install model demo test test-fast test-loaded bench clean serve browser
 
 install: $(STAMP)
 
@@ -42,6 +43,14 @@ demo: model
 
 test: model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The model is converted once (seconds); tokenizer tests read it, no engine starts.
+test-fast: model
+	$(PY) -m pytest -m "not engine and not s3 and not server" $(PYTEST_ARGS)
+
+# The whole suite with two busy processes beside it (a shared machine).
+test-loaded: model browser
+	HOGS=$${HOGS:-2} .ci/under-load $(PY) -m pytest $(PYTEST_ARGS)
 
 # The UI tests drive Debian's chromium headless.
 browser:

@@ -2,7 +2,7 @@
 
 Inert unless the environment names a point: DISTILLERY_FAILPOINT=name, or name:N
 for its N-th hit. At that hit the process writes its pid to
-DISTILLERY_FAILPOINT_FILE and waits until the file is removed. Meanwhile the
+DISTILLERY_FAILPOINT_FILE (atomically) and waits until the file is removed. Meanwhile the
 test does what it came to do: kill -9 the process, or stop the S3 server and
 then remove the file to let the build go on into the outage.
 """
@@ -31,6 +31,9 @@ def failpoint(name: str) -> None:
         if _hits[name] != int(count or 1):
             return
     marker = Path(os.environ.get("DISTILLERY_FAILPOINT_FILE", "distillery-failpoint"))
-    marker.write_text(str(os.getpid()))
+    # Written whole, then renamed into place: a test polling for the marker never reads it empty.
+    staged = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    staged.write_text(str(os.getpid()))
+    os.replace(staged, marker)
     while marker.exists():
         time.sleep(0.05)

@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import procs
+
 # Fills one field of a Prefect schema form, found by its labels from the outside in
 # (["Self Instruct", "Target"]); returns what it did, or why it could not.
 _FILL = r"""
@@ -42,7 +44,7 @@ class Browser:
 
         assert shutil.which("chromium"), "Debian's chromium is needed: `make browser` installs it (CI does this)"
         profile.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = procs.spawn(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--remote-debugging-address=127.0.0.1",
              "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1400,1100", "about:blank"],
@@ -53,7 +55,7 @@ class Browser:
                 break
             time.sleep(0.1)
         else:
-            self.proc.kill()
+            procs.kill(self.proc)
             raise RuntimeError("chromium did not open its DevTools port within 60 s")
         port = int(port_file.read_text().split()[0])
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
@@ -67,8 +69,7 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
-            self.proc.wait(10)
+            procs.kill(self.proc)  # chromium's renderer and GPU helpers too
 
     def call(self, method: str, **params) -> dict:
         self.sent += 1
@@ -87,26 +88,30 @@ class Browser:
     def text(self) -> str:
         return self.js("document.body ? document.body.innerText : ''") or ""
 
-    def open(self, url: str, wait_for: str, timeout: float = 90) -> str:
+    def open(self, url: str, *wait_for: str, timeout: float = 120) -> str:
         self.call("Page.navigate", url=url)
-        return self.wait_for(wait_for, timeout)
+        return self.wait_for(*wait_for, timeout=timeout)
 
-    def wait_for(self, text: str, timeout: float = 90) -> str:
+    def wait_for(self, *texts: str, timeout: float = 120) -> str:
+        """The page's text once every one of `texts` is on it (a page renders in pieces: the
+        labels of a form can be there before their descriptions)."""
         end = time.time() + timeout
         while True:
             body = self.text()
-            if text in body or time.time() > end:
-                assert text in body, f"{text!r} did not appear within {timeout} s; the page says: {body[:1500]}"
+            missing = [t for t in texts if t not in body]
+            if not missing:
                 return body
+            assert time.time() < end, f"{missing} did not appear within {timeout} s; the page says: {body[:3000]}"
             time.sleep(0.5)
 
-    def wait_until_left(self, url: str, timeout: float = 60) -> str:
-        """Wait for the page to move away from `url` (e.g. after a form is submitted)."""
+    def left(self, url: str, timeout: float = 90) -> bool:
+        """Whether the page moved away from `url` (e.g. after a form is submitted) within `timeout`."""
         end = time.time() + timeout
-        while (here := self.js("location.href")) == url:
-            assert time.time() < end, f"still on {url} after {timeout} s; the page ends: {self.text()[-2500:]}"
+        while self.js("location.href") == url:
+            if time.time() > end:
+                return False
             time.sleep(0.5)
-        return here
+        return True
 
     def fill(self, path: list[str], value) -> str:
         did = self.js(_FILL.replace("ARGS", json.dumps([path, value])))

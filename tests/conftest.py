@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -95,3 +96,31 @@ def seaweed(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _kill_what_the_test_started():
+    """Whatever a test started through procs.spawn/run and left running (it failed, or forgot)
+    is killed with its whole process group when the test ends. Fixtures that outlive a test
+    (servers) stop their own process groups."""
+    import procs
+
+    before = procs.started()
+    yield
+    procs.kill_left_since(before)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing the suite started may outlive it: kill what is left and fail the run loudly."""
+    import procs
+
+    groups = procs.started()
+    if "distillery.adapters.prefect_api" in sys.modules:
+        groups |= set(sys.modules["distillery.adapters.prefect_api"]._GROUP_LEADERS)
+    left = procs.members(groups)
+    for pgid in groups:
+        procs.kill(pgid)
+    if left:
+        lines = "\n".join(f"  pid {pid} (group {pgid}): {cmd}" for pid, pgid, cmd in left)
+        session.config.get_terminal_writer().line(f"processes left running by the suite, now killed:\n{lines}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,11 +7,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import procs
 from conftest import ROOT, SEEDS
 
 
 def distillery(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return procs.run([sys.executable, "-m", "distillery.cli", *args], timeout=600, cwd=cwd)
 
 
 def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -58,8 +59,8 @@ def test_local_prefect_api_that_does_not_start_is_one_clear_line(tmp_path):
 
     env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1", "PREFECT_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.run([sys.executable, "-m", "distillery.cli", "run", "recipes/smoke.yaml", "--set", f"output.uri={tmp_path / 'out'}"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    proc = procs.run([sys.executable, "-m", "distillery.cli", "run", "recipes/smoke.yaml", "--set", f"output.uri={tmp_path / 'out'}"],
+                     timeout=600, cwd=ROOT, env=env)
     line = assert_one_clear_line(proc, "Prefect's local API did not start within 1 s", "distillery serve", "PREFECT_API_URL",
                                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
     assert "nothing was built" in line

@@ -29,6 +29,7 @@ import yaml
 
 from distillery.adapters.storage import open_dataset
 from conftest import ROOT, SEEDS, tiny_recipe_dict
+import procs
 
 pytestmark = [pytest.mark.engine, pytest.mark.s3]
 
@@ -98,27 +99,33 @@ class Build:
         return [sys.executable, "-m", "distillery.cli", "run", str(self.recipe), *self.sets]
 
     def start_held(self, point: str) -> subprocess.Popen:
+        """The build, held at `point`: returns once the marker names this child and it is waiting."""
         self.marker.unlink(missing_ok=True)
         self.log = open(self.recipe.parent / f"held-{point.replace(':', '-')}.log", "w+")
-        child = subprocess.Popen(self.cmd(), env={**self.env, "DISTILLERY_FAILPOINT": point}, cwd=ROOT,
-                                 stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 420
-        while not self.marker.exists():
+        child = procs.spawn(self.cmd(), env={**self.env, "DISTILLERY_FAILPOINT": point}, cwd=ROOT,
+                            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 900  # engine start plus generation on a busy machine
+        while self.held_pid() != child.pid:
             if child.poll() is not None or time.monotonic() > deadline:
-                child.kill()
+                procs.kill(child)
                 self.log.seek(0)
                 pytest.fail(f"the build never reached failpoint {point} (exit {child.poll()}):\n{self.log.read()[-3000:]}")
             time.sleep(0.05)
-        assert int(self.marker.read_text()) == child.pid
         return child
+
+    def held_pid(self) -> int | None:
+        try:
+            return int(self.marker.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def kill_at(self, point: str) -> None:
         child = self.start_held(point)
-        os.killpg(child.pid, signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
+        procs.kill(child)
+        assert child.returncode == -signal.SIGKILL
 
-    def run(self, timeout: int = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.cmd(), env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    def run(self, timeout: int = 1200) -> subprocess.CompletedProcess:
+        return procs.run(self.cmd(), timeout=timeout, env=self.env, cwd=ROOT)
 
 
 def assert_same_dataset(uri: str, options: dict, reference) -> None:
@@ -200,7 +207,7 @@ def test_s3_outage_that_ends_is_ridden_out_by_retries(reference, results_dir, ow
     build.marker.unlink()  # the build goes on into the outage
     time.sleep(5)
     own_s3.start()
-    assert child.wait(timeout=300) == 0
+    assert child.wait(timeout=900) == 0
     build.log.seek(0)
     log = build.log.read()
     assert "retrying in" in log  # it waited, with backoff, rather than failing
@@ -213,7 +220,7 @@ def test_s3_outage_that_lasts_fails_clearly_and_the_rerun_completes(reference, r
     child = build.start_held("write.staged")
     own_s3.stop()
     build.marker.unlink()
-    assert child.wait(timeout=300) == 2
+    assert child.wait(timeout=900) == 2
     build.log.seek(0)
     log = build.log.read()
     assert "distillery: error:" in log and "storage did not answer after 3 attempts" in log and uri in log

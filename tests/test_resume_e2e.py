@@ -11,6 +11,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+
+import procs
 import yaml
 
 from conftest import ROOT, SEEDS, tiny_recipe_dict
@@ -59,14 +61,14 @@ def test_killed_build_resumes_only_missing_batches(prefect_api, tmp_path):
     cmd = [sys.executable, "-m", "distillery.cli", "run", str(recipe_file)]
 
     started = time.time()
-    child = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    child = procs.spawn(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with get_client(sync_client=True) as client:
         killed_run = None
-        deadline = time.monotonic() + 400
+        deadline = time.monotonic() + 900  # engine start and two batches, on a busy machine
         while time.monotonic() < deadline and child.poll() is None:
             killed_run = killed_run or latest_flow_run(client, started)
             if killed_run and sum(r.state_type.value == "COMPLETED" for r in generation_runs(client, killed_run.id)) >= 2:
-                os.killpg(child.pid, signal.SIGKILL)
+                procs.kill(child)
                 break
             time.sleep(0.1)
         child.wait()
@@ -76,7 +78,7 @@ def test_killed_build_resumes_only_missing_batches(prefect_api, tmp_path):
         assert not (tmp_path / "resumed" / "manifest.json").exists()
 
         rerun_started = time.time()
-        rerun = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        rerun = procs.run(cmd, timeout=1200, env=env, cwd=ROOT)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         resumed_run = latest_flow_run(client, rerun_started)
         states = [r.state_name for r in generation_runs(client, resumed_run.id)]
