@@ -279,6 +279,13 @@ class OutputConfig(_Strict):
         "generating anything. A dataset from the same recipe and source is never rebuilt: "
         "the rerun is a no-op.",
     )
+    license: str = Field(
+        "other", min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9.+-]*$",
+        description="License of the dataset, as the Hugging Face Hub names licenses (lowercase SPDX-style id: "
+        "apache-2.0, mit, cc-by-4.0, ...), written into the dataset card. Default 'other': Distillery cannot know "
+        "it, because the data inherits the terms of the teacher model(s) and of the seed data (the Self-Instruct "
+        "seeds and SmolLM2 are Apache-2.0); set it once you have checked both.",
+    )
 
     @model_validator(mode="after")
     def _level_fits_codec(self) -> "OutputConfig":

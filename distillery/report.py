@@ -134,6 +134,10 @@ def format_summary(summary: dict) -> str:
     lines.append(f"tokens:       {summary['prompt_tokens']} prompt, {summary['completion_tokens']} completion")
     if summary.get("judge_score_mean") is not None:
         lines.append(f"judge score:  mean {summary['judge_score_mean']} (kept rows)")
+    lengths = summary.get("lengths")
+    if lengths:
+        lines.append(f"answer length: ({lengths['unit']}) " + ", ".join(
+            f"{k} median {v['median']} max {v['max']}" for k, v in lengths["stats"].items() if v["rows"]))
     lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_seconds"].items()))
     if summary.get("judge_report"):
         lines.append(format_report(summary["judge_report"]))
@@ -155,62 +159,34 @@ def _inputs_line(inputs: dict) -> str:
 
 
 def dataset_card(manifest: dict) -> str:
-    recipe, summary = manifest["recipe"], manifest["summary"]
-    teacher, sampling = recipe["teacher"], recipe["sampling"]
-    judge = recipe["judge"]
-    judge_line = (
-        f"- Judge: `{judge.get('model') or teacher['model']}` scored each row 1-10 against the rubric "
-        f"\"{judge['rubric']}\"; rows below {judge['min_score']} were rejected."
-        if judge["enabled"] else "- Judge: disabled."
-    )
-    dedup = recipe["dedup"]
-    dedup_line = (
-        f"- Dedup: exact (normalized {dedup['field']}), then MinHash-LSH with {dedup['num_perm']} permutations, "
-        f"word {dedup['ngram']}-grams, Jaccard threshold {dedup['threshold']}."
-        if dedup["enabled"] else "- Dedup: disabled."
-    )
-    return f"""---
-pretty_name: {manifest['name']}
-tags: [synthetic, distillation, distillery]
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/*.parquet
----
+    """The dataset card (README.md): see distillery.card."""
+    from distillery.card import dataset_card as card
 
-# {manifest['name']}
-
-Synthetic instruction data written by a teacher model with Distillery (run `{manifest['run_id']}`, {manifest['created_at']}).
-
-## How it was made
-
-- Seeds: `{recipe['source']['uri']}` (instruction column `{recipe['source']['instruction_column']}`), {summary['rows_in']} rows.
-- Teacher: `{teacher['model']}` via vLLM ({teacher['dtype']}, max_model_len {teacher['max_model_len']}), sampling n={sampling['n']}, temperature={sampling['temperature']}, top_p={sampling['top_p']}, max_tokens={sampling['max_tokens']}, seed={sampling['seed']}.
-{dedup_line}
-{judge_line}
-
-## Counts
-
-```
-{format_summary(summary)}
-```
-
-Rejected rows, with their reasons, are under `rejected/`. `manifest.json` lists every shard with its row count and sha256, the full recipe and the package versions.
-
-## Caveats
-
-Every response is model-written and unreviewed by people. A small teacher writes weak answers; the judge's scores are themselves model output.
-"""
+    return card(manifest)
 
 
 def dumps(obj: dict) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode()
 
 
-def run_report_markdown(name: str, output: str, run_id: str, summary: dict) -> str:
+def _picture(svgs: dict[str, str], file: str, alt: str, inline: bool) -> list[str]:
+    """Markdown lines showing one picture: a link to the file beside the report, or the SVG itself as a data: URI."""
+    from distillery.charts import data_uri
+
+    return ["", f"![{alt}]({data_uri(svgs[file]) if inline else file})"] if file in svgs else []
+
+
+def run_report_markdown(name: str, output: str, run_id: str, summary: dict, inline_pictures: bool = False) -> str:
     """The run report: counts per stage, reject reasons, judge histogram, dedup
-    clusters, tokens/s and wall time per stage. Shown in the UI and saved with the data."""
+    clusters, tokens/s and wall time per stage, and the pictures beside them. Shown in
+    the UI (pictures inlined as data: URIs) and saved with the data (linking the SVG files)."""
+    from distillery.card import JUDGE_PICTURE, LENGTH_PICTURE, pictures
+
+    svgs = pictures(summary)
+
+    def picture(file: str, alt: str) -> list[str]:
+        return _picture(svgs, file, alt, inline_pictures)
+
     stages = summary["stage_seconds"]
     gen_s = stages.get("generate") or 0.0
     tps = f"{summary['completion_tokens'] / gen_s:.1f}" if gen_s else "-"
@@ -238,9 +214,15 @@ def run_report_markdown(name: str, output: str, run_id: str, summary: dict) -> s
         "| --- | ---: |",
         *[f"| {k} | {v:.1f} |" for k, v in stages.items()],
     ]
+    lengths = summary.get("lengths")
+    if lengths:
+        lines += ["", f"Answer length ({lengths['unit']}): " + "; ".join(
+            f"{k} median {v['median']}, mean {v['mean']}, max {v['max']}" for k, v in lengths["stats"].items() if v["rows"])]
+        lines += picture(LENGTH_PICTURE, "answer lengths")
     judge = summary.get("judge_report")
     if judge:
         lines += ["", "| judge score | rows |", "| ---: | ---: |", *[f"| {k} | {v} |" for k, v in judge["histogram"].items()]]
+        lines += picture(JUDGE_PICTURE, "judge scores")
         lines += ["", f"Parse failures: {judge['parse_failures']} of {judge['judged']}."]
         if judge.get("swap_agreement_rate") is not None:
             lines.append(f"Pairwise swap agreement: {judge['swap_agreement_rate']:.0%} of {judge['pairs_judged']} pairs.")

@@ -16,5 +16,6 @@ def _artifact_key(name: str) -> str:
 def publish_report(name: str, output: str, run_id: str, summary: dict, sample: list[dict]) -> None:
     """The run report and a table of sample rows, as artifacts on the flow run."""
     key = _artifact_key(name)
-    create_markdown_artifact(run_report_markdown(name, output, run_id, summary), key=f"{key}-report", description=f"Run report for {output}")
+    report = run_report_markdown(name, output, run_id, summary, inline_pictures=True)  # the UI cannot reach files beside the data
+    create_markdown_artifact(report, key=f"{key}-report", description=f"Run report for {output}")
     create_table_artifact(sample, key=f"{key}-sample", description=f"Sample rows of {output}")

@@ -8,7 +8,7 @@ The protocol, after Hadoop's output committer and Delta Lake's conditional puts:
    the build started (else another writer got there first: it stops);
 3. it unpublishes the dataset it replaces (removes its manifest), moves each
    shard to its fixed name, removes shards the new plan does not have, and
-   writes the card and report;
+   writes the card, the report and their pictures (`card_files`);
 4. it creates `manifest.json` only if none exists (a conditional PUT on S3), so
    two writers cannot both publish; then it removes `_temporary/`.
 
@@ -31,6 +31,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from distillery.adapters.storage import Dataset, PublishConflict, StorageError, open_dataset, storage_options
+from distillery.card import PICTURES, card_facts, pictures
 from distillery.errors import DistilleryError
 from distillery.faults import failpoint
 from distillery.kd import round_logprobs
@@ -93,13 +94,20 @@ def check_output(recipe: Recipe, key: str) -> OutputState:
     return OutputState("replace", manifest)
 
 
+def card_files(manifest: dict, uri: str) -> dict[str, bytes]:
+    """The card, the report and their pictures (judge_scores.svg, lengths.svg): all derive from the manifest."""
+    files = {CARD: dataset_card(manifest).encode(),
+             REPORT: run_report_markdown(manifest["name"], uri, manifest["run_id"], manifest["summary"]).encode()}
+    files.update({name: svg.encode() for name, svg in pictures(manifest["summary"]).items()})
+    return files
+
+
 def repair_card(recipe: Recipe, manifest: dict) -> None:
-    """Rewrite the card and report of a published build if they went missing (both derive from the manifest)."""
+    """Rewrite the card, report or pictures of a published build if they went missing."""
     ds = dataset_for(recipe)
-    if not ds.exists(CARD):
-        ds.write(CARD, dataset_card(manifest).encode())
-    if not ds.exists(REPORT):
-        ds.write(REPORT, run_report_markdown(manifest["name"], ds.uri, manifest["run_id"], manifest["summary"]).encode())
+    for path, data in card_files(manifest, ds.uri).items():
+        if not ds.exists(path):
+            ds.write(path, data)
 
 
 def _staged(ds: Dataset, staging: str, table: pa.Table, plans, spec: ShardSpec) -> list:
@@ -155,8 +163,13 @@ def publish(
     failpoint("write.committed")
 
     manifest = make_manifest([s.entry() for s in written[0]], [s.entry() for g in written[1:] for s in g])
-    ds.write(CARD, dataset_card(manifest).encode())
-    ds.write(REPORT, run_report_markdown(manifest["name"], ds.uri, manifest["run_id"], manifest["summary"]).encode())
+    facts = card_facts(tables[0][0], tables[1][0] if len(tables) > 1 else None)
+    manifest = {**manifest, "columns": facts["columns"], "summary": {**manifest["summary"], "lengths": facts["lengths"]}}
+    shown = card_files(manifest, ds.uri)
+    for path, data in shown.items():
+        ds.write(path, data)
+    for path in set(PICTURES) - set(shown):  # a picture of the build this one replaces (e.g. it had a judge)
+        ds.remove(path)
     try:
         ds.create(MANIFEST, dumps(manifest))
     except PublishConflict:

@@ -140,6 +140,12 @@ def test_manifest_and_card(build):
     assert "prefect" in manifest["versions"]
     card = (out / "README.md").read_text()
     assert "smollm2-135m-instruct" in card and str(result["summary"]["kept"]) in card
+    from huggingface_hub import DatasetCard
+
+    parsed = DatasetCard.load(out / "README.md")
+    assert parsed.data.license == "other" and parsed.data.configs[0]["data_files"][0]["path"] == "data/train-*"
+    for picture in ("judge_scores.svg", "lengths.svg"):  # the engine-written build's pictures, linked from the card
+        assert f"]({picture})" in parsed.text and (out / picture).read_text().startswith("<svg")
 
 
 def task_names(flow_run_id) -> list[str]:
