@@ -13,9 +13,9 @@ from pathlib import Path
 import procs
 
 # Fills one field of a Prefect schema form, found by its labels from the outside in
-# (["Self Instruct", "Target"]); returns what it did, or why it could not.
+# (["Self Instruct", "Target"]); returns what it did (or, with read, what the field holds), or why it could not.
 _FILL = r"""
-(([path, value]) => {
+(([path, value, read]) => {
   let scope = document;
   for (const name of path) {
     const span = Array.from(scope.querySelectorAll('.schema-form-property__label'))
@@ -25,6 +25,7 @@ _FILL = r"""
   }
   const input = scope.querySelector('input, textarea, select');
   if (!input) return 'no input';
+  if (read) return typeof value === 'boolean' ? 'checked=' + input.checked : 'value=' + input.value;
   if (typeof value === 'boolean') {
     if (input.checked !== value) input.click();
     return 'checked=' + input.checked;
@@ -49,18 +50,31 @@ class Browser:
              "--disable-component-update", "--disable-sync", "--remote-debugging-address=127.0.0.1",
              "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1400,1100", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = profile / "DevToolsActivePort"  # chromium writes the port it chose here
-        for _ in range(600):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            time.sleep(0.1)
-        else:
+        try:
+            self.ws = connect(self._page_socket(profile / "DevToolsActivePort", time.monotonic() + 120), max_size=None)
+        except BaseException:
             procs.kill(self.proc)
-            raise RuntimeError("chromium did not open its DevTools port within 60 s")
-        port = int(port_file.read_text().split()[0])
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        self.ws = connect(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"], max_size=None)
+            raise
+        self.shots = profile.parent  # where a timed-out wait leaves its screenshot
         self.sent = 0
+
+    def _page_socket(self, port_file: Path, deadline: float) -> str:
+        """The DevTools websocket of chromium's page, once chromium has written its port file whole
+        (port, then the browser's path) and lists a page target."""
+        last = None
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"chromium exited with code {self.proc.returncode} while starting"
+            try:
+                lines = port_file.read_text().splitlines()
+                if len(lines) >= 2:
+                    targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{int(lines[0])}/json/list", timeout=10).read())
+                    pages = [t for t in targets if t["type"] == "page"]
+                    if pages:
+                        return pages[0]["webSocketDebuggerUrl"]
+            except (OSError, ValueError) as err:
+                last = err
+            time.sleep(0.1)
+        raise RuntimeError(f"chromium did not open a DevTools page within 120 s (last: {last!r})")
 
     def __enter__(self) -> "Browser":
         return self
@@ -75,7 +89,7 @@ class Browser:
         self.sent += 1
         self.ws.send(json.dumps({"id": self.sent, "method": method, "params": params}))
         while True:
-            msg = json.loads(self.ws.recv(timeout=60))
+            msg = json.loads(self.ws.recv(timeout=120))  # a busy machine
             if msg.get("id") == self.sent:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
@@ -88,11 +102,11 @@ class Browser:
     def text(self) -> str:
         return self.js("document.body ? document.body.innerText : ''") or ""
 
-    def open(self, url: str, *wait_for: str, timeout: float = 120) -> str:
+    def open(self, url: str, *wait_for: str, timeout: float = 180) -> str:
         self.call("Page.navigate", url=url)
         return self.wait_for(*wait_for, timeout=timeout)
 
-    def wait_for(self, *texts: str, timeout: float = 120) -> str:
+    def wait_for(self, *texts: str, timeout: float = 180) -> str:
         """The page's text once every one of `texts` is on it (a page renders in pieces: the
         labels of a form can be there before their descriptions)."""
         end = time.time() + timeout
@@ -101,7 +115,9 @@ class Browser:
             missing = [t for t in texts if t not in body]
             if not missing:
                 return body
-            assert time.time() < end, f"{missing} did not appear within {timeout} s; the page says: {body[:3000]}"
+            if time.time() > end:
+                raise AssertionError(f"{missing} did not appear within {timeout} s (screenshot: {self.evidence()}); "
+                                     f"the page says: {body[:3000]}")
             time.sleep(0.5)
 
     def left(self, url: str, timeout: float = 90) -> bool:
@@ -113,10 +129,35 @@ class Browser:
             time.sleep(0.5)
         return True
 
-    def fill(self, path: list[str], value) -> str:
-        did = self.js(_FILL.replace("ARGS", json.dumps([path, value])))
+    def evidence(self, name: str = "timed-out.png") -> Path | str:
+        """A screenshot of the page as it is now, for a failure message (or why there is none)."""
+        try:
+            self.screenshot(self.shots / name)
+            return self.shots / name
+        except Exception as err:  # the failure being reported matters more
+            return f"none: {err}"
+
+    def fill(self, path: list[str], value, read: bool = False) -> str:
+        did = self.js(_FILL.replace("ARGS", json.dumps([path, value, read])))
         assert did and not did.startswith("no "), f"form field {'/'.join(path)}: {did}"
         return did
+
+    def fill_form(self, fields: list[tuple[list[str], object]], timeout: float = 120) -> None:
+        """Fill every field, and again, until the form holds every value a second later (a form
+        that is still rendering can re-create a field and drop what was typed into it)."""
+        def held() -> list[str]:
+            want = lambda v: f"checked={str(v).lower()}" if isinstance(v, bool) else f"value={v}"
+            return ["/".join(p) for p, v in fields if self.fill(p, v, read=True) != want(v)]
+
+        end = time.time() + timeout
+        while True:
+            for path, value in fields:
+                self.fill(path, value)
+            time.sleep(1)
+            if not (lost := held()):
+                return
+            if time.time() > end:
+                raise AssertionError(f"the form kept dropping {lost} for {timeout} s (screenshot: {self.evidence()})")
 
     def click(self, label: str) -> None:
         found = self.js(f"""(() => {{ const b = Array.from(document.querySelectorAll('button'))

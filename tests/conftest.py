@@ -17,7 +17,7 @@ SEEDS = ROOT / "data" / "self_instruct_seed_tasks.jsonl"
 # Prefect's ephemeral API keeps its SQLite database under PREFECT_HOME: keep the
 # suite's runs out of the user's own.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="distillery-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")  # a busy machine
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")  # Prefect's client-side usage data
 
@@ -80,7 +80,7 @@ def prefect_api():
     for the flows run in this process, stopped cleanly when the session ends."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # sized for a busy machine
         yield
 
 
@@ -101,8 +101,8 @@ def seaweed(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _kill_what_the_test_started():
     """Whatever a test started through procs.spawn/run and left running (it failed, or forgot)
-    is killed with its whole process group when the test ends. Fixtures that outlive a test
-    (servers) stop their own process groups."""
+    is killed with its whole process group when the test ends. Servers that outlive a test are
+    started with procs.spawn(..., lasting=True) and stopped by their fixtures."""
     import procs
 
     before = procs.started()
@@ -110,11 +110,12 @@ def _kill_what_the_test_started():
     procs.kill_left_since(before)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has torn the session fixtures down
 def pytest_sessionfinish(session, exitstatus):
     """Nothing the suite started may outlive it: kill what is left and fail the run loudly."""
     import procs
 
-    groups = procs.started()
+    groups = procs.all_started()
     if "distillery.adapters.prefect_api" in sys.modules:
         groups |= set(sys.modules["distillery.adapters.prefect_api"]._GROUP_LEADERS)
     left = procs.members(groups)
@@ -122,5 +123,5 @@ def pytest_sessionfinish(session, exitstatus):
         procs.kill(pgid)
     if left:
         lines = "\n".join(f"  pid {pid} (group {pgid}): {cmd}" for pid, pgid, cmd in left)
-        session.config.get_terminal_writer().line(f"processes left running by the suite, now killed:\n{lines}", red=True)
+        session.config.get_terminal_writer().line(f"\nprocesses left running by the suite, now killed:\n{lines}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

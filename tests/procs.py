@@ -18,13 +18,22 @@ import time
 from pathlib import Path
 
 _groups: set[int] = set()  # process group ids started through this module and not yet killed
+_lasting: set[int] = set()  # groups that outlive a test (session/module servers): checked at session end only
 
 
-def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
-    """subprocess.Popen in a new session (so a process group of its own), registered for cleanup."""
+def spawn(cmd: list[str], lasting: bool = False, **kwargs) -> subprocess.Popen:
+    """subprocess.Popen in a new session (so a process group of its own), registered for cleanup.
+
+    A `lasting` group (a server a fixture shares between tests) is not killed when the test
+    that happened to start it ends; its owner kills it, and the session end checks it is gone."""
     proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
-    _groups.add(proc.pid)
+    track(proc.pid, lasting)
     return proc
+
+
+def track(pgid: int, lasting: bool = False) -> None:
+    """Register a group started elsewhere (with start_new_session=True) for the session-end check."""
+    (_lasting if lasting else _groups).add(pgid)
 
 
 def run(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
@@ -60,6 +69,7 @@ def kill(proc: subprocess.Popen | int) -> None:
     while members([pgid]) and time.monotonic() < deadline:
         time.sleep(0.05)
     _groups.discard(pgid)
+    _lasting.discard(pgid)
 
 
 def members(pgids: list[int] | set[int]) -> list[tuple[int, int, str]]:
@@ -82,7 +92,13 @@ def members(pgids: list[int] | set[int]) -> list[tuple[int, int, str]]:
 
 
 def started() -> set[int]:
+    """Groups a test may have left behind (not the lasting ones)."""
     return set(_groups)
+
+
+def all_started() -> set[int]:
+    """Every group not yet killed through this module, lasting ones included."""
+    return _groups | _lasting
 
 
 def kill_left_since(before: set[int]) -> list[tuple[int, int, str]]:

@@ -23,7 +23,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 import urllib.request
 import weakref
 from pathlib import Path
+
+import procs
 
 REGION = "us-east-1"
 HOST = "127.0.0.1"
@@ -108,12 +109,8 @@ def pick_ports(names=SERVICES) -> dict[str, int]:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the process group the server leads, then reap the leader."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
+    """SIGKILL the process group the server leads (what it started too), then reap the leader."""
+    procs.kill(proc)
 
 
 class SeaweedFS:
@@ -218,14 +215,16 @@ class SeaweedFS:
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {weed} ===\n".encode())
             log.flush()
-            self._proc = subprocess.Popen(
+            # A group of its own, checked at the session's end; a session fixture's server
+            # outlives the test that first asked for it.
+            self._proc = procs.spawn(
                 self.command(),
+                lasting=True,
                 cwd=self.root,
                 env=self._child_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         self._finalizer = weakref.finalize(self, _kill_group, self._proc)
         try:

@@ -163,8 +163,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_dataset(reference, results_di
     assert not ds.exists("manifest.json"), "a killed build must not be published"
     if point == "write.committed":
         assert ds.list("data"), "the shards were committed before the kill"
-        inspect = subprocess.run([sys.executable, "-m", "distillery.cli", "inspect", uri], env=build.env, cwd=ROOT,
-                                 capture_output=True, text=True)
+        inspect = procs.run([sys.executable, "-m", "distillery.cli", "inspect", uri], timeout=600, env=build.env, cwd=ROOT)
         assert inspect.returncode != 0 and "no manifest.json" in inspect.stderr  # readers refuse it
 
     rerun = build.run()

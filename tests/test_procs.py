@@ -45,6 +45,18 @@ def test_a_timeout_kills_the_whole_group():
     assert running("sleep 301.25") == []
 
 
+
+def test_a_lasting_server_outlives_the_test_that_started_it_but_not_the_session_check():
+    before = procs.started()
+    server = procs.spawn(["sleep", "302.5"], lasting=True)  # as a session fixture's server
+    try:
+        assert procs.kill_left_since(before) == [] and alive(server.pid)
+        assert server.pid in procs.all_started() and server.pid not in procs.started()
+    finally:
+        procs.kill(server)
+    assert not alive(server.pid) and server.pid not in procs.all_started()
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

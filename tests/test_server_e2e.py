@@ -14,7 +14,7 @@ import procs
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.server]
 
 
 def free_port() -> int:
@@ -146,7 +146,7 @@ def dom_text(dom: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
 
 
-def browse(url: str, tmp_path, screenshot: str, expect: list[str], timeout: float = 120) -> str:
+def browse(url: str, tmp_path, screenshot: str, expect: list[str], timeout: float = 180) -> str:
     """The page's rendered text once everything in `expect` is on it (the UI renders in pieces,
     slower on a busy machine), and a screenshot of it."""
     from cdp import Browser
@@ -155,13 +155,16 @@ def browse(url: str, tmp_path, screenshot: str, expect: list[str], timeout: floa
         page.call("Page.navigate", url=url)
         deadline = time.time() + timeout
         while missing := [e for e in expect if e not in (text := dom_text(page.js("document.documentElement.outerHTML") or ""))]:
-            assert time.time() < deadline, f"{missing} not on {url} within {timeout} s; it says: {text[:3000]}"
+            if time.time() > deadline:
+                raise AssertionError(f"{missing} not on {url} within {timeout} s (screenshot: {page.evidence(screenshot)}); "
+                                     f"it says: {text[:3000]}")
             time.sleep(0.5)
         page.screenshot(SHOTS / screenshot)
     assert (SHOTS / screenshot).stat().st_size > 10_000
     return text
 
 
+@pytest.mark.browser
 def test_ui_run_form_is_the_recipe(server, tmp_path):
     env, _ = server
     with client(env) as c:
@@ -175,6 +178,7 @@ def test_ui_run_form_is_the_recipe(server, tmp_path):
         assert label in page, label
 
 
+@pytest.mark.browser
 def test_ui_shows_the_report_and_sample_artifacts(server, completed, tmp_path):
     env, _ = server
     first, _ = completed
@@ -212,6 +216,7 @@ def test_self_instruct_deployment_runs_from_trigger(server, completed, tmp_path)
     assert "ROUGE-L" in props["rouge_threshold"]["description"]
 
 
+@pytest.mark.browser
 def test_self_instruct_deployment_runs_from_the_ui_form(server, tmp_path):
     """The UI's own Run page in a real browser: the recipe form is filled in (output, a small
     target, no judge), Submit is clicked, and the worker builds that very recipe."""
@@ -239,11 +244,7 @@ def test_self_instruct_deployment_runs_from_the_ui_form(server, tmp_path):
                   (["Self Instruct", "Max Rounds"], 1), (["Self Instruct", "Requests Per Round"], 2),
                   (["Self Instruct", "Max Tokens"], 64), (["Self Instruct", "Input Max Tokens"], 48),
                   (["Sampling", "Max Tokens"], 16), (["Judge", "Enabled"], False)]
-        for path, value in fields:
-            page.fill(path, value)
-        time.sleep(2)  # the page may still be settling: fill again (same values) before submitting
-        for path, value in fields:
-            page.fill(path, value)
+        page.fill_form(fields)  # filled until the (still rendering) form holds every value
         page.screenshot(SHOTS / "self-instruct-run-form.png")
         before = len(runs_of_deployment())
         for _ in range(3):  # a click the page was not ready for creates nothing: click again, never twice for one run

@@ -22,6 +22,7 @@ POOL = "distillery-process"
 ENGINE_LIMIT_TAG = "gpu"
 ROOT = Path(__file__).resolve().parents[2]
 _GROUP_LEADERS: set[int] = set()  # pids of processes started in their own session
+_START_TIMEOUT_S = 300  # a first start migrates its database: minutes on a busy machine
 
 
 class PrefectError(DistilleryError, RuntimeError):
@@ -59,7 +60,7 @@ def start_server(env: dict, port: int, log, new_session: bool = False) -> subpro
 
     `new_session` starts it in its own process group, which `stop` ends whole (tests do this)."""
     proc = _spawn(["server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, new_session)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             stop(proc)
@@ -71,7 +72,7 @@ def start_server(env: dict, port: int, log, new_session: bool = False) -> subpro
         except OSError:
             time.sleep(1)
     stop(proc)
-    raise PrefectError(f"the Prefect server on 127.0.0.1:{port} did not become healthy in 120 s")
+    raise PrefectError(f"the Prefect server on 127.0.0.1:{port} did not become healthy in {_START_TIMEOUT_S} s; see its log")
 
 
 def prepare(env: dict) -> None:
