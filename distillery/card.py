@@ -87,6 +87,12 @@ def front_matter(manifest: dict) -> dict:
         "size_categories": [_size_category(manifest.get("rows", summary.get("kept", 0)))],
         "pretty_name": manifest["name"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        # `datasets` keys its cache of a local folder on the card (configs, dataset_info), not on
+        # the files: without this build's own counts a rebuilt folder would load the old rows.
+        "dataset_info": {
+            "splits": [{"name": "train", "num_examples": manifest.get("rows", summary.get("kept", 0))}],
+            "download_size": sum(e.get("bytes", 0) for e in manifest.get("shards", [])),
+        },
     }
 
 

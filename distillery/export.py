@@ -18,6 +18,7 @@ import json
 import polars as pl
 
 from distillery.adapters.storage import StorageError, open_dataset
+from distillery.card import PICTURES
 from distillery.report import CARD, MANIFEST, dataset_card, dumps
 from distillery.shards import sha256_bytes
 
@@ -96,6 +97,11 @@ def _export_hf(ds, uri: str, manifest: dict, shards: list[tuple[str, bytes]], to
         out.write(path, data)
     for path in kd_files:
         out.write(path, ds.read(path))
+    for picture in PICTURES:  # the card links them
+        if ds.exists(picture):
+            out.write(picture, ds.read(picture))
+        else:
+            out.remove(picture)
     out.write(CARD, ds.read(CARD) if ds.exists(CARD) else dataset_card(manifest).encode())
     out.write(MANIFEST, dumps(export_manifest(manifest, uri)))
 

@@ -49,7 +49,7 @@ def kept_rows(records: list[dict], sample_index: int = 0, cut: int | None = None
     return rows
 
 
-def publish_build(out, recipe: Recipe, rows, schema, summary, rejected=(), kd=None, files=None) -> dict:
+def publish_build(out, recipe: Recipe, rows, schema, summary, rejected=(), kd=None, files=None, previous_run=None) -> dict:
     from distillery.adapters.storage import open_dataset
     from tasks.write import publish
 
@@ -60,7 +60,7 @@ def publish_build(out, recipe: Recipe, rows, schema, summary, rejected=(), kd=No
                                   key="k", attempt="a")
         return {**manifest, "kd": kd} if kd else manifest
 
-    return publish(open_dataset(str(out)), tables, ShardSpec(rows_per_shard=40), make, None, attempt="a", files=files)
+    return publish(open_dataset(str(out)), tables, ShardSpec(rows_per_shard=40), make, previous_run, attempt="a", files=files)
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,22 @@ def test_card_modules_are_pure():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'vllm', 'fsspec', 's3fs', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_rebuilt_folder_loads_its_new_rows_not_the_cached_old_ones(tmp_path):
+    """`datasets` caches a local folder under the card's configs and dataset_info: the card
+    carries the build's own sizes, so a rebuild into the same folder is not read from the cache."""
+    from datasets import load_dataset
+
+    out, cache = tmp_path / "ds", str(tmp_path / "cache")
+    records = read_seeds()
+    for limit, previous in ((40, None), (25, "r")):  # two different builds, one after the other into one folder
+        rows = kept_rows(records[:limit])
+        summary = summarize(len(rows), 1, len(rows), rows, [], {"write": 0.0}, rows)
+        manifest = publish_build(out, Recipe.model_validate({"name": "rebuilt"}), rows, ROW_SCHEMA, summary, previous_run=previous)
+        loaded = load_dataset(str(out), split="train", cache_dir=cache)
+        assert len(loaded) == limit == manifest["rows"]
+        assert sorted(loaded["seed_id"]) == sorted(r["seed_id"] for r in rows)
+        card = DatasetCard.load(out / "README.md").data.to_dict()
+        assert card["dataset_info"]["splits"] == [{"name": "train", "num_examples": limit}]
+        assert card["dataset_info"]["download_size"] == sum(e["bytes"] for e in manifest["shards"])

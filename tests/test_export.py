@@ -82,8 +82,11 @@ def test_hf_export_is_a_complete_checked_dataset_without_rejected_rows(build, tm
     assert export_dataset(str(out), "hf", str(target)) == {"rows": len(rows), "path": str(target)}
     kd_files = sorted(p.relative_to(out).as_posix() for p in (out / "kd").rglob("*") if p.is_file())
     assert kd_files  # the teacher's tokenizer, which kd-check reads
+    pictures = sorted(p.name for p in out.glob("*.svg"))
+    assert pictures  # the card links them: the answer-length histogram at least
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == sorted(
-        [e["path"] for e in manifest["shards"]] + ["README.md", "manifest.json", *kd_files])
+        [e["path"] for e in manifest["shards"]] + ["README.md", "manifest.json", *kd_files, *pictures])
+    assert all((target / f).read_bytes() == (out / f).read_bytes() for f in pictures)
     assert all((target / f).read_bytes() == (out / f).read_bytes() for f in kd_files)
     assert (target / "README.md").read_text() == (out / "README.md").read_text()
     exported = json.loads((target / "manifest.json").read_text())

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ["recipe", "sources", "prompts", "dedup", "dedup_index", "minhash", "judge", "preferences", "schema", "shards", "report", "generation", "errors", "faults", "kd", "tokenizer_id", "self_instruct", "diversity", "evol", "textbook", "rephrase", "doc2query", "text", "json_columns", "progress"]
+PURE = ["recipe", "sources", "prompts", "dedup", "dedup_index", "minhash", "judge", "preferences", "schema", "shards", "report", "generation", "errors", "faults", "kd", "tokenizer_id", "self_instruct", "diversity", "evol", "textbook", "rephrase", "doc2query", "text", "json_columns", "progress", "card", "charts", "columns"]
 HEAVY = ("prefect", "vllm", "fsspec", "s3fs", "torch")
 
 
