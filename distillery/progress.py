@@ -31,7 +31,7 @@ def status_line(stage: str, done: int, total: int | None, tokens: int, elapsed: 
     if tokens and elapsed > 0:
         parts.append(f"{tokens / elapsed:.0f} tok/s")
     parts.append(f"{_clock(elapsed)} elapsed")
-    if total and 0 < done < total and elapsed > 0:
+    if total and 0 < done < total and elapsed > 0 and done * 20 >= total:  # before 5%, requests finish in waves: no fair guess
         parts.append(f"ETA {_clock((total - done) * elapsed / done)}")
     return ", ".join(parts)
 

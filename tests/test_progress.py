@@ -20,7 +20,8 @@ def test_status_line_has_rows_rate_and_eta():
     line = status_line("generate", 120, 175, 4120, 10.0)
     assert line == "generate: 120/175 rows (68%), 412 tok/s, 0:10 elapsed, ETA 0:04"
     assert status_line("judge", 0, 40, 0, 0.0) == "judge: 0/40 rows (0%), 0:00 elapsed"
-    assert "ETA 1:01:40" in status_line("generate", 1, 38, 0, 100.0)  # hours when it takes hours
+    assert "ETA 21:06:40" in status_line("generate", 10, 200, 0, 4000.0)  # hours when it takes hours
+    assert "ETA" not in status_line("generate", 9, 200, 0, 4000.0)  # under 5% done, no guess yet
 
 
 def test_plain_lines_off_a_terminal_every_interval_and_at_the_end():
