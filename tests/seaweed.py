@@ -41,7 +41,7 @@ GRPC_OFFSET = 10000
 # The HTTP ports weed mini opens; each gets an explicit port so that nothing
 # falls back to weed's defaults (8333, 9333, ...), which other servers may hold.
 SERVICES = ("master", "volume", "filer", "s3", "admin")
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 180.0  # a busy machine: weed mini starts master, volume, filer and S3
 LOG_NAME = "weed.log"
 CONFIG_NAME = "s3.json"
 

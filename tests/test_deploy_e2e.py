@@ -133,7 +133,7 @@ def test_a_worker_with_a_missing_distillery_home_fails_the_run_and_says_so(serve
     assert not out.exists()
 
     # the flow-run process sends its logs in batches, possibly after the state changed: wait for them
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     only_this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
     with SyncPrefectClient(env["PREFECT_API_URL"]) as client:
         while True:
