@@ -78,6 +78,7 @@ def front_matter(manifest: dict) -> dict:
     tags = ["synthetic", "distillation", "distillery", "dpo" if pairs else "sft"]
     tags += ["preference"] if pairs else []
     tags += ["knowledge-distillation", "logprobs"] if kd else []
+    size = sum(e.get("bytes", 0) for e in manifest.get("shards", []))
     return {
         "license": recipe.get("output", {}).get("license", "other"),
         # the prompt templates, rubric and system prompts Distillery writes are English
@@ -89,9 +90,11 @@ def front_matter(manifest: dict) -> dict:
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
         # `datasets` keys its cache of a local folder on the card (configs, dataset_info), not on
         # the files: without this build's own counts a rebuilt folder would load the old rows.
+        # The sizes are the Parquet shards' bytes (the Arrow size is not known without reading them).
         "dataset_info": {
-            "splits": [{"name": "train", "num_examples": manifest.get("rows", summary.get("kept", 0))}],
-            "download_size": sum(e.get("bytes", 0) for e in manifest.get("shards", [])),
+            "splits": [{"name": "train", "num_examples": manifest.get("rows", summary.get("kept", 0)), "num_bytes": size}],
+            "download_size": size,
+            "dataset_size": size,
         },
     }
 
@@ -257,11 +260,12 @@ ds = load_dataset("path/to/this/folder", split="train")  # reads data/ only
 ## Files
 
 - `data/`: the published rows (Parquet).
-- `rejected/`: every removed row with its stage and reason (not training data; the card's `configs` keep it out of `load_dataset`).
+- Rejected rows: the build folder keeps every removed row with its stage and reason under `rejected/` (not training
+  data, and not part of an export; the card's `configs` keep it out of `load_dataset`).
 - `manifest.json`: every shard with its row count and sha256, the full recipe and the package versions; written last.
 - `report.md`: the run report; `judge_scores.svg`, `lengths.svg`: its pictures.{chr(10) + '- `kd/`: the teacher tokenizer the soft targets index.' if manifest.get('kd') else ''}
 
-Columns of `rejected/`:
+Columns of the rejected rows (build folder only):
 
 {rejected}
 

@@ -138,6 +138,7 @@ def test_the_card_parses_and_describes_every_shard_column(which, request):
     assert data["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
     assert data["pretty_name"] == manifest["name"] and data["size_categories"] == ["n<1K"]
     assert data["language"] and data["task_categories"] == ["text-generation"]
+    assert "not part of an export" in card.text and "- `rejected/`" not in card.text  # true of an hf export too
     for column in shard_columns(out, manifest) + shard_columns(out, manifest, "rejected_shards"):
         assert described_in_body(card, column), f"{which}: column {column!r} is not described in the card"
     kd = manifest.get("kd")
@@ -255,5 +256,6 @@ def test_a_rebuilt_folder_loads_its_new_rows_not_the_cached_old_ones(tmp_path):
         assert len(loaded) == limit == manifest["rows"]
         assert sorted(loaded["seed_id"]) == sorted(r["seed_id"] for r in rows)
         card = DatasetCard.load(out / "README.md").data.to_dict()
-        assert card["dataset_info"]["splits"] == [{"name": "train", "num_examples": limit}]
-        assert card["dataset_info"]["download_size"] == sum(e["bytes"] for e in manifest["shards"])
+        size = sum(e["bytes"] for e in manifest["shards"])
+        assert card["dataset_info"]["splits"] == [{"name": "train", "num_examples": limit, "num_bytes": size}]
+        assert card["dataset_info"]["download_size"] == card["dataset_info"]["dataset_size"] == size
