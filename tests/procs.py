@@ -10,6 +10,7 @@ group outlived it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,3 +109,27 @@ def kill_left_since(before: set[int]) -> list[tuple[int, int, str]]:
     for pgid in new:
         kill(pgid)
     return alive
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, **extra_env: str):
+    """A real `prefect server start` on 127.0.0.1 with its own PREFECT_HOME, in a process group
+    of its own; yields (env pointing at it, its log file), stopped whole afterwards."""
+    from distillery.adapters import prefect_api as api
+
+    port = free_port()
+    env = {**api.server_env(port, str(home)), **extra_env}
+    with open(home / "server.log", "ab") as log:
+        proc = api.start_server(env, port, log, new_session=True)
+        try:
+            yield env, log
+        finally:
+            api.stop(proc)

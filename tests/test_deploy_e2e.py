@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 
 import pytest
 
+import procs
 from conftest import ROOT, tiny_recipe_dict
 
 pytestmark = [pytest.mark.engine, pytest.mark.server]
 
 DEADLINE_S = 900
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +25,11 @@ def server(tmp_path_factory):
     from distillery.adapters import prefect_api as api
 
     home = tmp_path_factory.mktemp("deploy-home")
-    port = free_port()
-    env = api.server_env(port, str(home))
-    env.pop("DISTILLERY_HOME", None)
-    env["PREFECT_WORKER_QUERY_SECONDS"] = "2"
-    log = open(home / "server.log", "ab")
-    proc = api.start_server(env, port, log, new_session=True)
-    try:
+    with procs.prefect_server(home, PREFECT_WORKER_QUERY_SECONDS="2") as (env, _):
+        env.pop("DISTILLERY_HOME", None)
         api.prefect_cli(["work-pool", "create", api.POOL, "--type", "process"], env)
         deployed = api.prefect_cli(["--no-prompt", "deploy", "--all"], env)
         yield env, home, deployed
-    finally:
-        api.stop(proc)
-        log.close()
 
 
 @pytest.fixture

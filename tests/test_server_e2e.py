@@ -4,7 +4,6 @@ from the root prefect.yaml, a process worker, and `distillery trigger`."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 
@@ -17,30 +16,18 @@ from conftest import ROOT
 pytestmark = [pytest.mark.engine, pytest.mark.server]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from distillery.adapters import prefect_api as api
 
     home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = api.server_env(port, str(home))
-    env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = "2"
-    log = open(home / "server.log", "ab")
-    proc = api.start_server(env, port, log, new_session=True)
-    worker = None
-    try:
+    with procs.prefect_server(home, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2") as (env, log):
         api.prepare(env)
         worker = api.start_worker(env, log, new_session=True)
-        yield env, home
-    finally:
-        api.stop(*(p for p in (worker, proc) if p is not None))
-        log.close()
+        try:
+            yield env, home
+        finally:
+            api.stop(worker)
 
 
 def trigger(env, *args):
