@@ -50,10 +50,16 @@ def answer_lengths(table: pa.Table) -> dict:
 
 def card_facts(data: pa.Table, rejected: pa.Table | None) -> dict:
     """What the card needs beyond the summary, taken from the tables as written."""
-    columns = {"kind": _kind(data.schema), "data": _columns(data.schema)}
+    return {"columns": schema_facts(data.schema, rejected.schema if rejected is not None else None),
+            "lengths": answer_lengths(data)}
+
+
+def schema_facts(data: pa.Schema, rejected: pa.Schema | None) -> dict:
+    """The kind of dataset and its columns, as the manifest lists them for the card."""
+    columns = {"kind": _kind(data), "data": _columns(data)}
     if rejected is not None:
-        columns["rejected"] = _columns(rejected.schema)
-    return {"columns": columns, "lengths": answer_lengths(data)}
+        columns["rejected"] = _columns(rejected)
+    return columns
 
 
 def pictures(summary: dict) -> dict[str, str]:

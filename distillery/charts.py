@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping, Sequence
-from statistics import median
+from collections import Counter
 from xml.sax.saxutils import escape
 
 WIDTH, HEIGHT = 560, 260
@@ -36,18 +36,38 @@ def _next_step(step: int) -> int:
 
 def length_histogram(series: Mapping[str, Sequence[int]], unit: str) -> dict:
     """Fixed-width bins from 0 shared by every series: {"unit", "bin_width", "counts": {name: [...]}, "stats"}."""
-    largest = max((max(v) for v in series.values() if v), default=0)
+    return length_histogram_of_counts({name: Counter(values) for name, values in series.items()}, unit)
+
+
+def length_histogram_of_counts(series: Mapping[str, Mapping[int, int]], unit: str) -> dict:
+    """`length_histogram` from how many rows have each length (what a build keeps instead of
+    every row's length)."""
+    largest = max((max(c) for c in series.values() if c), default=0)
     width = bin_width(largest)
     bins = largest // width + 1
     counts, stats = {}, {}
-    for name, values in series.items():
+    for name, per_length in series.items():
         row = [0] * bins
-        for v in values:
-            row[v // width] += 1
+        for v, c in per_length.items():
+            row[v // width] += c
         counts[name] = row
-        stats[name] = {"rows": len(values), "min": min(values, default=None), "median": median(values) if values else None,
-                       "mean": round(sum(values) / len(values), 1) if values else None, "max": max(values, default=None)}
+        rows = sum(per_length.values())
+        stats[name] = {"rows": rows, "min": min(per_length, default=None), "median": _median(per_length) if rows else None,
+                       "mean": round(sum(v * c for v, c in per_length.items()) / rows, 1) if rows else None,
+                       "max": max(per_length, default=None)}
     return {"unit": unit, "bin_width": width, "counts": counts, "stats": stats}
+
+
+def _median(per_length: Mapping[int, int]):
+    """statistics.median of the values the counts describe."""
+    rows = sum(per_length.values())
+    wanted = [(rows - 1) // 2, rows // 2]  # the middle one, or the two middle ones
+    found, seen = [], 0
+    for v in sorted(per_length):
+        while len(found) < 2 and wanted[len(found)] < seen + per_length[v]:
+            found.append(v)
+        seen += per_length[v]
+    return found[0] if rows % 2 else (found[0] + found[1]) / 2
 
 
 def bar_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[int]], x_label: str, y_label: str = "rows") -> str:

@@ -194,6 +194,27 @@ class Deduplicator:
             sigs = signature_batch(buf, offsets, self.params.ngram, self.params.shingle, self.a, self.b)
             self._store(sigs.astype(np.uint32), fresh_rows[s : s + self.batch])
 
+    def add_prepared(self, ids: Sequence[str], keys: Sequence[bytes | None], sigs: np.ndarray,
+                     invalid: Sequence[str | None], scores: Sequence[float | None] | None = None) -> None:
+        """`add` for rows whose exact keys and signatures were computed elsewhere (`prepare`,
+        a shard at a time): the same result as `add` on their texts, in the same order."""
+        start = len(self.ids)
+        self.ids.extend(ids)
+        self.scores.extend(scores if scores is not None else [None] * len(ids))
+        fresh = []
+        for offset, (key, why) in enumerate(zip(keys, invalid)):
+            i = start + offset
+            if why is not None:
+                self._invalid[i] = why
+                continue
+            first = self._exact.setdefault(bytes(key), i)
+            if first != i:
+                self._exact_of[i] = first
+            else:
+                fresh.append(offset)
+        if fresh:
+            self._store(np.asarray(sigs, dtype=np.uint32)[fresh], [start + o for o in fresh])
+
     def _candidate_pairs(self) -> np.ndarray:
         pairs: list[tuple[int, int]] = []
         for table in self.lsh.hashtables:
@@ -279,6 +300,32 @@ class Deduplicator:
         return float((self.signature(self._exact_root(i)) == self.signature(self._exact_root(j))).mean())
 
 
+def prepare(texts: Sequence[str | None], params: DedupParams, batch: int = 64
+            ) -> tuple[list[bytes | None], np.ndarray, list[str | None], int]:
+    """Per text: exact key, signature and why it cannot be compared (missing/empty), and
+    the count of non-UTF-8 characters replaced. For `Deduplicator.add_prepared`."""
+    a, b = permutations(params.num_perm, params.seed)
+    keys: list[bytes | None] = [None] * len(texts)
+    invalid: list[str | None] = [None] * len(texts)
+    sigs = np.zeros((len(texts), params.num_perm), dtype=np.uint32)
+    valid = []
+    for i, text in enumerate(texts):
+        if text is None:
+            invalid[i] = "missing_field"
+        elif not text.strip():
+            invalid[i] = "empty_field"
+        else:
+            keys[i] = exact_key(text)
+            valid.append(i)
+    replaced = 0
+    for s in range(0, len(valid), batch):
+        rows = valid[s : s + batch]
+        buf, offsets, bad = encode_batch([texts[i] for i in rows])
+        replaced += bad
+        sigs[rows] = signature_batch(buf, offsets, params.ngram, params.shingle, a, b).astype(np.uint32)
+    return keys, sigs, invalid, replaced
+
+
 def index_entries(ids: Sequence[str], texts: Sequence[str], params: DedupParams) -> tuple[list[str], list[bytes], np.ndarray]:
     """(ids, exact keys, signatures) computed from text, for rows to publish in an index."""
     a, b = permutations(params.num_perm, params.seed)
@@ -303,17 +350,21 @@ def deduplicate_rows(
     result = dedup.finish()
     kept, rejected = [], []
     for row, i in zip(rows, result.rows()):
-        why = result.reason[i]
-        cluster = result.ids[result.representative[i]]
-        if why is None:
-            kept.append({**row, "dedup_cluster": cluster})
-            continue
-        detail = f"{field} is missing" if why == "missing_field" else f"{field} is empty"
-        if why in ("exact_duplicate", "near_duplicate"):
-            in_index = result.representative[i] < result.n_index
-            detail = f"{field} ~{result.similarity[i]:.2f} Jaccard with {cluster}" + (" (published by an earlier build)" if in_index else "")
-            why = "seen_in_index" if in_index else why
-        rejected.append({**row, "dedup_cluster": cluster if why not in ("missing_field", "empty_field") else None,
-                         "duplicate_of": cluster if why not in ("missing_field", "empty_field") else None,
-                         "stage": "dedup", "reason": why, "detail": detail})
+        verdict = dedup_verdict(result, i, field)
+        (kept if verdict.get("reason") is None else rejected).append({**row, **verdict})
     return kept, rejected, result
+
+
+def dedup_verdict(result: DedupResult, i: int, field: str) -> dict:
+    """The dedup fields of row i: `dedup_cluster` if kept; with stage, reason and detail if not."""
+    why = result.reason[i]
+    cluster = result.ids[result.representative[i]]
+    if why is None:
+        return {"dedup_cluster": cluster}
+    if why in ("missing_field", "empty_field"):
+        detail = f"{field} is missing" if why == "missing_field" else f"{field} is empty"
+        return {"dedup_cluster": None, "duplicate_of": None, "stage": "dedup", "reason": why, "detail": detail}
+    in_index = result.representative[i] < result.n_index
+    detail = f"{field} ~{result.similarity[i]:.2f} Jaccard with {cluster}" + (" (published by an earlier build)" if in_index else "")
+    return {"dedup_cluster": cluster, "duplicate_of": cluster, "stage": "dedup",
+            "reason": "seen_in_index" if in_index else why, "detail": detail}

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 ASPECTS = {
     "helpfulness": "Helpfulness",
@@ -172,31 +173,36 @@ def swap_verdict(ab: str | None, ba: str | None) -> str:
 
 def judge_report(scores: Sequence[int | None], pair_verdicts: Sequence[str] = (), max_identical: float = 0.8, min_spread: float = 1.0) -> dict:
     """Histogram, parse-failure rate, swap agreement, and a degenerate-judge warning."""
-    parsed = [s for s in scores if s is not None]
-    histogram = {str(k): sum(1 for s in parsed if s == k) for k in range(1, 11)}
+    return judge_report_from_counts(Counter(scores), pair_verdicts, max_identical, min_spread)
+
+
+def judge_report_from_counts(counts: Mapping[int | None, int], pair_verdicts: Sequence[str] = (), max_identical: float = 0.8,
+                             min_spread: float = 1.0) -> dict:
+    """`judge_report` from how many rows got each score (None: unparsed), for a build that
+    never holds all its scores."""
+    judged = sum(counts.values())
+    histogram = {str(k): counts.get(k, 0) for k in range(1, 11)}
+    n = judged - counts.get(None, 0)
+    mean = sum(k * c for k, c in counts.items() if k is not None) / n if n else None
+    std = math.sqrt(sum(c * (k - mean) ** 2 for k, c in counts.items() if k is not None) / n) if n else None
     report = {
-        "judged": len(scores),
-        "parse_failures": len(scores) - len(parsed),
-        "parse_failure_rate": round((len(scores) - len(parsed)) / len(scores), 4) if scores else None,
+        "judged": judged,
+        "parse_failures": judged - n,
+        "parse_failure_rate": round((judged - n) / judged, 4) if judged else None,
         "histogram": histogram,
-        "mean": round(sum(parsed) / len(parsed), 3) if parsed else None,
-        "std": round(_std(parsed), 3) if parsed else None,
+        "mean": round(mean, 3) if n else None,
+        "std": round(std, 3) if n else None,
         "pairs_judged": len(pair_verdicts),
         "swap_agreement_rate": round(sum(v != "inconsistent" for v in pair_verdicts) / len(pair_verdicts), 4) if pair_verdicts else None,
         "warnings": [],
     }
-    if len(parsed) >= 2:
-        top = max(histogram.values()) / len(parsed)
+    if n >= 2:
+        top = max(histogram.values()) / n
         if top > max_identical:
             report["warnings"].append(f"degenerate judge: {top:.0%} of scores are identical (more than {max_identical:.0%})")
         if report["std"] < min_spread:
             report["warnings"].append(f"degenerate judge: score spread (std) {report['std']} is below {min_spread} point")
     return report
-
-
-def _std(values: Sequence[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
 def format_report(report: dict) -> str:

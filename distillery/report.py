@@ -40,21 +40,38 @@ def summarize(
     ones per completion, so with n completions per prompt:
     (rows_in - rejected_before_generation) * n == generated == kept + rejected_after_generation.
     """
-    before = [r for r in rejected if r["stage"] in BEFORE_GENERATION]
-    after = [r for r in rejected if r["stage"] not in BEFORE_GENERATION]
+    scores = [r["judge_score"] for r in kept if r.get("judge_score") is not None]
+    return summary_from_counts(
+        rows_in, n, generated, len(kept), Counter((r["stage"], r["reason"]) for r in rejected),
+        sum(r.get("prompt_tokens") or 0 for r in generated_rows), sum(r.get("completion_tokens") or 0 for r in generated_rows),
+        _mean(scores), len({r["dedup_cluster"] for r in rejected if r["reason"] in ("exact_duplicate", "near_duplicate", "seen_in_index")}),
+        stage_seconds,
+    )
+
+
+def summary_from_counts(rows_in: int, n: int, generated: int, kept: int, rejected: Counter, prompt_tokens: int,
+                        completion_tokens: int, judge_score_mean: float | None, dedup_clusters: int,
+                        stage_seconds: dict[str, float]) -> dict:
+    """`summarize` from counts, for a build that never holds its rows: `rejected` counts
+    rejected rows by (stage, reason)."""
+    before = sum(c for (stage, _), c in rejected.items() if stage in BEFORE_GENERATION)
+    by_reason: Counter[str] = Counter()
+    for (_, reason), c in rejected.items():
+        by_reason[reason] += c
+    total = sum(rejected.values())
     return {
         "rows_in": rows_in,
         "completions_per_prompt": n,
         "generated": generated,
-        "kept": len(kept),
-        "rejected": len(rejected),
-        "rejected_before_generation": len(before),
-        "rejected_after_generation": len(after),
-        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
-        "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in generated_rows),
-        "completion_tokens": sum(r.get("completion_tokens") or 0 for r in generated_rows),
-        "judge_score_mean": _mean([r["judge_score"] for r in kept if r.get("judge_score") is not None]),
-        "dedup_clusters": len({r["dedup_cluster"] for r in rejected if r["reason"] in ("exact_duplicate", "near_duplicate", "seen_in_index")}),
+        "kept": kept,
+        "rejected": total,
+        "rejected_before_generation": before,
+        "rejected_after_generation": total - before,
+        "rejected_by_reason": dict(sorted(by_reason.items())),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "judge_score_mean": judge_score_mean,
+        "dedup_clusters": dedup_clusters,
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -143,17 +143,38 @@ def write_shard(
 
     `on_row_group(n)` is called after each row group is handed to the writer.
     """
+    return write_pieces([table.slice(plan.start, plan.rows)], table.schema, plan.path, sink, spec, on_row_group)
+
+
+def write_pieces(pieces: Iterable[pa.Table], schema: pa.Schema, path: str, sink, spec: ShardSpec,
+                 on_row_group: Callable[[int], None] | None = None) -> WrittenShard:
+    """One Parquet file from tables arriving one after another (a shard never held whole):
+    row groups of `spec.row_group_size` rows, cut across the pieces as one table would be."""
     out = HashingWriter(sink)
     compression = None if spec.compression == "none" else spec.compression
     level = spec.compression_level if compression in ("zstd", "gzip", "brotli") else None
-    part = table.slice(plan.start, plan.rows)
-    with pq.ParquetWriter(out, table.schema, compression=compression, compression_level=level, **_encodings(table.schema)) as writer:
-        if part.num_rows == 0:
-            writer.write_table(part)
-        for n, offset in enumerate(range(0, part.num_rows, spec.row_group_size), start=1):
-            writer.write_table(part.slice(offset, spec.row_group_size), row_group_size=spec.row_group_size)
+    rows, groups = 0, 0
+    pending: list[pa.Table] = []
+    held = 0
+    with pq.ParquetWriter(out, schema, compression=compression, compression_level=level, **_encodings(schema)) as writer:
+        def flush(table: pa.Table) -> None:
+            nonlocal groups
+            writer.write_table(table, row_group_size=spec.row_group_size)
+            groups += 1
             if on_row_group:
-                on_row_group(n)
+                on_row_group(groups)
+
+        for piece in pieces:
+            pending.append(piece)
+            held += piece.num_rows
+            rows += piece.num_rows
+            while held >= spec.row_group_size:
+                whole = pa.concat_tables(pending)
+                flush(whole.slice(0, spec.row_group_size))
+                rest = whole.slice(spec.row_group_size)
+                pending, held = [rest], rest.num_rows
+        if held or rows == 0:
+            flush(pa.concat_tables(pending) if pending else schema.empty_table())
     sizes: dict[str, int] = {}
     meta = writer.writer.metadata
     for g in range(meta.num_row_groups):
@@ -162,7 +183,7 @@ def write_shard(
             column = group.column(c)
             name = column.path_in_schema.split(".")[0]
             sizes[name] = sizes.get(name, 0) + column.total_compressed_size
-    return WrittenShard(plan.path, plan.rows, out.digest.hexdigest(), out.size, tuple(sorted(sizes.items())))
+    return WrittenShard(path, rows, out.digest.hexdigest(), out.size, tuple(sorted(sizes.items())))
 
 
 def encode_shards(table: pa.Table, prefix: str, split: str, spec: ShardSpec) -> list[tuple[WrittenShard, bytes]]:

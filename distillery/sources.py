@@ -10,9 +10,11 @@ import hashlib
 import io
 import json
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from distillery.errors import DistilleryError
@@ -138,11 +140,15 @@ def parse_source(
     if limit is not None:
         records = records[:limit]
     dicts = [r for _, r in records if isinstance(r, dict)]
-    for column, option in ((instruction_column, "instruction_column"), (input_column, "input_column"), (id_column, "id_column"), (response_column, "response_column")):
-        if column and dicts and not _has_path(dicts, column):
-            found = ", ".join(sorted(dicts[0].keys())[:12])
-            raise SourceError(f"{uri}: column {column!r} not found (source.{option}); columns there: {found}")
+    _check_columns(dicts, uri, instruction_column, input_column, id_column, response_column)
     out = ParsedSource(rejects=rejects)
+    seeds_from(records, out, instruction_column, input_column, id_column, response_column)
+    return out
+
+
+def seeds_from(records: list[tuple[int, Any]], out: ParsedSource, instruction_column: str, input_column: str | None,
+               id_column: str | None, response_column: str | None) -> None:
+    """Records (position, dict) -> seed rows or rejects, appended to `out`."""
     for pos, rec in records:
         seed_id = _text(get_path(rec, id_column)) if id_column else None
         seed_id = seed_id or f"row-{pos}"
@@ -159,7 +165,6 @@ def parse_source(
                 continue
             seed["response"] = answer.strip()
         out.seeds.append(seed)
-    return out
 
 
 def parse_sources(files: list[tuple[str, bytes]], fmt: str = "auto", instruction_column: str = "instruction",
@@ -197,3 +202,151 @@ def parse_sources(files: list[tuple[str, bytes]], fmt: str = "auto", instruction
     out.seeds = unique
     out.digest = digest.hexdigest()
     return out
+
+
+@dataclass
+class SourceFile:
+    """One file of a source, opened by the caller (pure code reads, never opens)."""
+
+    uri: str
+    size: int
+    open: Any  # () -> a binary file handle
+    mark: str = ""  # ETag or mtime: a changed file has another
+
+
+def _jsonl_records(fh, digest) -> Iterator[tuple[int, dict] | dict]:
+    """Records of a JSONL handle, or a reject dict for a malformed line; hashed on the way."""
+    for lineno, raw in enumerate(fh, start=1):
+        digest.update(raw)
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield _reject(f"line-{lineno}", "malformed_json", f"line {lineno}: {err.msg} at column {err.colno}", line)
+            continue
+        if not isinstance(rec, dict):
+            yield _reject(f"line-{lineno}", "malformed_json", f"line {lineno}: expected a JSON object, got {type(rec).__name__}", line)
+            continue
+        yield (lineno, rec)
+
+
+def _file_records(file: SourceFile, fmt: str, digest) -> Iterator[tuple[int, dict] | dict]:
+    digest.update(f"{file.uri}\0{file.size}\0".encode())
+    with file.open() as fh:
+        if detect_format(file.uri, fmt) == "jsonl":
+            yield from _jsonl_records(fh, digest)
+            return
+        data = fh.read()  # CSV, JSON and Parquet are parsed whole (a file at a time)
+    digest.update(data)
+    yield from records_table(data, detect_format(file.uri, fmt), file.uri)
+
+
+@dataclass
+class StreamedSource:
+    """What `stream_sources` read, filled in as it goes: `digest` is final once exhausted."""
+
+    rows_in: int = 0
+    seeds: int = 0
+    rejects: int = 0
+    digest: str = ""
+
+
+def stream_sources(files: list[SourceFile], shard_rows: int, seen: StreamedSource, fmt: str = "auto",
+                   instruction_column: str = "instruction", input_column: str | None = None,
+                   id_column: str | None = None, limit: int | None = None,
+                   response_column: str | None = None) -> Iterator[tuple[list[dict], list[dict], int]]:
+    """parse_sources, a shard at a time: yields (seeds, rejects, rows read) for every
+    `shard_rows` records, holding one shard's rows (and the seed ids seen, for duplicates)."""
+    digest = hashlib.sha256()
+    ids = SeenIds()
+    chunk = ParsedSource()
+    count = 0
+
+    def flush():
+        nonlocal chunk, count
+        out = (chunk.seeds, chunk.rejects, count)
+        seen.seeds += len(chunk.seeds)
+        seen.rejects += len(chunk.rejects)
+        chunk, count = ParsedSource(), 0
+        return out
+
+    columns = {c: o for c, o in ((instruction_column, "instruction_column"), (input_column, "input_column"),
+                                 (id_column, "id_column"), (response_column, "response_column")) if c}
+    for file in files:
+        name = posixpath.basename(file.uri) if len(files) > 1 else None
+        unseen, first, in_file = dict(columns), None, 0  # a column no record of the first shard has is an error
+        for item in _file_records(file, fmt, digest):
+            if limit is not None and seen.rows_in >= limit:
+                continue  # keep reading: the digest covers every byte
+            seen.rows_in += 1
+            count += 1
+            part = ParsedSource()
+            in_file += 1
+            if isinstance(item, dict):
+                part.rejects.append(item)
+            else:
+                first = first or item[1]
+                for column in [c for c in unseen if get_path(item[1], c) is not MISSING]:
+                    del unseen[column]
+                seeds_from([item], part, instruction_column, input_column, id_column, response_column)
+            for row in [*part.seeds, *part.rejects]:
+                if name and row["seed_id"].startswith(("row-", "line-")):
+                    row["seed_id"] = f"{name}:{row['seed_id']}"
+            for seed in part.seeds:
+                if not ids.add(seed["seed_id"]):
+                    chunk.rejects.append(_reject(seed["seed_id"], "duplicate_seed_id", f"seed id {seed['seed_id']!r} appears more than once (source.id_column={id_column!r}); ids must be unique", seed))
+                else:
+                    chunk.seeds.append(seed)
+            chunk.rejects += part.rejects
+            if in_file == shard_rows:
+                _missing_columns(unseen, first, file.uri)
+            if count >= shard_rows:
+                yield flush()
+        if in_file < shard_rows:
+            _missing_columns(unseen, first, file.uri)
+    seen.digest = digest.hexdigest()
+    if count or seen.rows_in == 0:
+        yield flush()
+
+
+class SeenIds:
+    """The seed ids a streamed source has shown so far, as 64-bit hashes: 8 bytes an id in
+    a sorted array instead of ~90 in a set of strings, so memory stays near a shard's even at
+    ten million seeds. Two different ids share a hash with odds of about n^2 / 2^65 (3e-8 at
+    a million): that row would be quarantined as a duplicate, never dropped."""
+
+    def __init__(self, batch: int = 1 << 16):
+        self.old = np.empty(0, dtype=np.uint64)
+        self.new: set[int] = set()
+        self.batch = batch
+
+    def add(self, seed_id: str) -> bool:
+        """True if the id is new (and now seen), False if it was seen before."""
+        h = int.from_bytes(hashlib.blake2b(seed_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+        if h in self.new:
+            return False
+        at = int(np.searchsorted(self.old, np.uint64(h)))
+        if at < self.old.size and int(self.old[at]) == h:
+            return False
+        self.new.add(h)
+        if len(self.new) >= self.batch:
+            self.old = np.union1d(self.old, np.fromiter(self.new, dtype=np.uint64, count=len(self.new)))
+            self.new.clear()
+        return True
+
+
+def _missing_columns(unseen: dict[str, str], first: dict | None, uri: str) -> None:
+    if unseen and first is not None:
+        column, option = next(iter(unseen.items()))
+        found = ", ".join(sorted(first.keys())[:12])
+        raise SourceError(f"{uri}: column {column!r} not found (source.{option}); columns there: {found}")
+
+
+def _check_columns(dicts: list[dict], uri: str, instruction_column: str, input_column: str | None,
+                   id_column: str | None, response_column: str | None) -> None:
+    for column, option in ((instruction_column, "instruction_column"), (input_column, "input_column"), (id_column, "id_column"), (response_column, "response_column")):
+        if column and dicts and not _has_path(dicts, column):
+            found = ", ".join(sorted(dicts[0].keys())[:12])
+            raise SourceError(f"{uri}: column {column!r} not found (source.{option}); columns there: {found}")

@@ -194,12 +194,7 @@ def read_many(uri: str, what: str = "file", retries: int = 5, backoff: float = 2
     if not any(c in uri for c in GLOB_CHARS):
         return [(uri, read_bytes(uri, what, retries, backoff, **options))]
     fs, pattern = _fs(uri, **_for(uri, options))
-    try:
-        matched = retrying(f"listing {what} {uri}", lambda: sorted(p for p in fs.glob(pattern) if fs.isfile(p)), retries, backoff)
-    except PermissionError as err:
-        raise StorageError(f"{what} {uri}: access denied ({str(err)[:200]}); check the credentials") from None
-    if not matched:
-        raise StorageError(f"{what} {uri}: the pattern matched no files; check the path and the pattern")
+    matched = _glob(fs, pattern, uri, what, retries, backoff)
     scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
     return [(scheme + p, read_bytes(scheme + p, what, retries, backoff, **options)) for p in matched]
 
@@ -369,3 +364,41 @@ def open_dataset(uri: str, retries: int = 5, backoff: float = 2.0, **options: An
 
 
 __all__ = ["Dataset", "PublishConflict", "StorageError", "is_transient", "open_dataset", "read_bytes", "read_many", "retrying", "storage_options"]
+
+
+def _glob(fs, pattern: str, uri: str, what: str, retries: int, backoff: float) -> list[str]:
+    """The files a glob matches, sorted; an error that says so when none does."""
+    try:
+        matched = retrying(f"listing {what} {uri}", lambda: sorted(p for p in fs.glob(pattern) if fs.isfile(p)), retries, backoff)
+    except PermissionError as err:
+        raise StorageError(f"{what} {uri}: access denied ({str(err)[:200]}); check the credentials") from None
+    if not matched:
+        raise StorageError(f"{what} {uri}: the pattern matched no files; check the path and the pattern")
+    return matched
+
+
+def list_source(uri: str, what: str = "file", retries: int = 5, backoff: float = 2.0, **options: Any) -> list:
+    """One file, or every file a glob matches (sorted), as `sources.SourceFile`s to stream:
+    opened (decompressed by extension) only when read."""
+    from distillery.sources import SourceFile
+
+    fs, path = _fs(uri, **_for(uri, options))
+    scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    if any(c in uri for c in GLOB_CHARS):
+        matched = _glob(fs, path, uri, what, retries, backoff)
+        names = [scheme + p for p in matched]
+    elif not retrying(f"checking {what} {uri}", lambda: fs.isfile(path), retries, backoff):
+        raise StorageError(f"{what} {uri} does not exist; check the path (relative paths start at the working directory)")
+    else:
+        matched, names = [path], [uri]
+    out = []
+    for name, p in zip(names, matched):
+        info = retrying(f"reading {what} {name}'s size", lambda p=p: fs.info(p), retries, backoff)
+        # What tells a changed file from the same one without reading it: ETag on S3, mtime on disk.
+        mark = str(info.get("ETag") or info.get("mtime") or info.get("LastModified") or "")
+        out.append(SourceFile(name, int(info.get("size") or 0), _opener(fs, p), mark))
+    return out
+
+
+def _opener(fs, path: str):
+    return lambda: fs.open(path, "rb", compression="infer")

@@ -1,0 +1,173 @@
+"""The stages that call a model: fit (prompt lengths), generate (one per teacher), judge,
+and the score filter. Pure: the engine and the token counter come in as callables, so
+these stages run on vLLM in a flow and on a stand-in in unit tests.
+
+An engine stage opens its engine through `open_engine()` once per shard (the adapter
+keeps it warm across shards and task runs in a process) and reports the seconds that
+took as the fact `engine_seconds`: the build counts them as engine start, not work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from distillery.generation import attach_completions, batched
+from distillery.judge import absolute_messages, apply_judgements, filter_by_score
+from distillery.prompts import over_budget, render_messages
+from distillery.stages.contract import ShardOutput
+from distillery.stages.prompts import PROMPT_SCHEMA
+from distillery.stages.staged import nullable
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Reject prompts that do not fit some teacher's context with its max_tokens."""
+
+    teachers: tuple[tuple[str, str, str | None, int], ...]  # (name, model, system prompt, max_tokens)
+    max_model_len: int
+    count: Callable[[str, list[list[dict]]], list[int]] = field(compare=False, repr=False)
+    schema: pa.Schema = field(default=PROMPT_SCHEMA, compare=False)
+    name: str = "fit"
+    fanout: int = 1
+
+    def settings(self) -> dict:
+        return {"teachers": [list(t) for t in self.teachers], "max_model_len": self.max_model_len}
+
+    def code(self) -> Sequence[Callable]:
+        return [Fit.run, over_budget, render_messages]
+
+    def run(self, rows: list[dict], shard: int) -> ShardOutput:
+        why: dict[int, str] = {}
+        for name, model, system, max_tokens in self.teachers:
+            lengths = self.count(model, [r["messages"] for r in render_messages(rows, system)])
+            for i, reason in enumerate(over_budget(lengths, max_tokens, self.max_model_len)):
+                if reason is not None:
+                    why.setdefault(i, f"{reason} (teacher {name})")
+        kept = [r for i, r in enumerate(rows) if i not in why]
+        rejected = [{**r, "stage": "render", "reason": "prompt_too_long", "detail": why[i]} for i, r in enumerate(rows) if i in why]
+        return ShardOutput(kept, rejected)
+
+
+@dataclass(frozen=True)
+class Generate:
+    """One teacher's completions (n per prompt) for a shard of prompts, in engine batches.
+
+    `complete(batch) -> (rows, engine seconds)` runs one batch: in a flow, a task run cached
+    by content (tasks/generate.py), so a batch already generated for any output is reused."""
+
+    teacher: str
+    model: str
+    system: str | None
+    params: dict  # vLLM SamplingParams arguments (+ kd_top_k)
+    engine_settings: dict  # what opens the engine (EngineSpec's fields)
+    batch_size: int
+    schema: pa.Schema
+    complete: Callable[[list[dict]], tuple[list[dict], float]] = field(compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"generate-{self.teacher}"
+
+    @property
+    def fanout(self) -> int:
+        return self.params["n"]
+
+    def settings(self) -> dict:
+        return {"teacher": self.teacher, "model": self.model, "system": self.system, "params": self.params,
+                "engine": self.engine_settings}  # batch_size left out: it does not change a completion
+
+    def code(self) -> Sequence[Callable]:
+        return [Generate.run, attach_completions, render_messages]
+
+    def run(self, rows: list[dict], shard: int) -> ShardOutput:
+        out, opened = [], 0.0
+        for batch in batched(render_messages(rows, self.system), self.batch_size):
+            done, seconds = self.complete(list(batch))
+            out += done
+            opened += seconds
+        return ShardOutput(out, facts={"engine_seconds": opened,
+                                       "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in out),
+                                       "completion_tokens": sum(r.get("completion_tokens") or 0 for r in out)})
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Scores 1-10 (with rationale and aspects, or by logprobs) for a shard of rows."""
+
+    model: str
+    rubric: str
+    aspects: tuple[str, ...]
+    method: str
+    params: dict
+    extra: dict  # structured-output arguments (regex) or continue_final
+    batch_size: int
+    max_model_len: int
+    schema: pa.Schema
+    open_engine: Callable[[], object] = field(compare=False, repr=False)
+    on_batch: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+    name: str = "judge"
+    fanout: int = 1
+
+    def settings(self) -> dict:
+        return {"model": self.model, "rubric": self.rubric, "aspects": list(self.aspects), "method": self.method,
+                "params": self.params, "extra": self.extra, "max_model_len": self.max_model_len}
+
+    def code(self) -> Sequence[Callable]:
+        return [Judge.run, absolute_messages, apply_judgements, over_budget]
+
+    def run(self, rows: list[dict], shard: int) -> ShardOutput:
+        started = time.perf_counter()
+        engine = self.open_engine()
+        opened = time.perf_counter() - started  # engine start, when this shard opened it
+        scored, rejected = [], []
+        for batch in batched(rows, self.batch_size):
+            convs = [absolute_messages(self.rubric, r["prompt"], r["response"], self.aspects, self.method) for r in batch]
+            verdicts = over_budget(engine.count_prompt_tokens(convs), self.params["max_tokens"], self.max_model_len)
+            fits = [(r, c) for r, c, why in zip(batch, convs, verdicts) if why is None]
+            rejected += [{**r, "stage": "judge", "reason": "judge_prompt_too_long", "detail": why}
+                         for r, why in zip(batch, verdicts) if why is not None]
+            outputs = engine.chat([c for _, c in fits], self.params, **self.extra)
+            scored += apply_judgements([r for r, _ in fits], [o[0] for o in outputs], self.model, self.aspects, self.method)
+            if self.on_batch:
+                self.on_batch(len(batch))
+        scores = Counter(r["judge_score"] for r in scored)
+        return ShardOutput(scored, rejected, facts={"engine_seconds": opened,
+                                                    **{f"score_{k if k is not None else 'none'}": n for k, n in scores.items()}})
+
+
+def score_counts(facts: dict) -> Counter:
+    """A judge stage's score counts (facts score_1..score_10, score_none) -> {score or None: rows}."""
+    return Counter({(None if k == "score_none" else int(k[6:])): int(v) for k, v in facts.items() if k.startswith("score_")})
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Keep rows the judge scored at least `min_score`; reject the rest with their score."""
+
+    min_score: int
+    schema: pa.Schema
+    name: str = "filter"
+    fanout: int = 1
+
+    def settings(self) -> dict:
+        return {"min_score": self.min_score}
+
+    def code(self) -> Sequence[Callable]:
+        return [filter_by_score]
+
+    def run(self, rows: list[dict], shard: int) -> ShardOutput:
+        kept, rejected = filter_by_score(rows, self.min_score)
+        scores = [r["judge_score"] for r in kept if r.get("judge_score") is not None]
+        return ShardOutput(kept, rejected, facts={"score_sum": float(sum(scores)), "scored": len(scores)})
+
+
+def staged_schema(schema: pa.Schema, *extra: pa.Field) -> pa.Schema:
+    """A staged row schema: the published one, nullable, with the in-memory `prompt` key kept
+    as `prompt_text` (schema.STORED_AS) and extra fields (dedup's duplicate_of) added."""
+    fields = list(nullable(schema))
+    return pa.schema(fields + [f for f in extra if f.name not in schema.names], metadata=schema.metadata)
