@@ -254,6 +254,11 @@ class OutputConfig(_Strict):
         100_000, ge=1, le=10_000_000,
         description="Target rows per Parquet shard (max_shard_mb usually ends a shard first).",
     )
+    stage_rows: int = Field(
+        5_000, ge=1, le=1_000_000,
+        description="Rows per staged shard while building: the unit of resume and retry, and what bounds a "
+        "stage's memory (_temporary/ in the output folder holds them until the build is published).",
+    )
     max_shard_mb: float | None = Field(
         512.0, gt=0, le=65536,
         description="Target shard size in MiB of uncompressed Arrow data (as `datasets`' "

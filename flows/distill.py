@@ -192,6 +192,10 @@ def sample_table(rows: list[dict], count: int = 10) -> list[dict]:
 @flow(name="distill", log_prints=True, validate_parameters=True)
 def distill(recipe: Recipe) -> dict:
     """Build a distillation dataset as the recipe describes and return its summary."""
+    if not recipe.kd.teacher_weights:  # mixing several teachers' soft targets is not staged yet
+        from flows.staged import staged_distill
+
+        return staged_distill(recipe)
     b = build_rows(recipe)
     if b.published:
         return unchanged(recipe, b.published)

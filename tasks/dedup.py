@@ -34,3 +34,16 @@ def update_index(rows: list[dict], config: DedupConfig, storage: StorageConfig |
     """Publish this build's kept rows to the index, so later builds never re-add them."""
     ids, keys, sigs = index_entries([r["id"] for r in rows], [dedup_text(r, config.field) for r in rows], config.params())
     return dedup_index.append(config.index_uri, config.params(), ids, keys, sigs, **_options(storage))["rows"]
+
+
+@task(name="update-dedup-index", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
+def update_index_from(store, kept_files: list, config: DedupConfig, storage: StorageConfig | None = None) -> int:
+    """`update_index` from a staged build's kept shards: one index part per shard."""
+    from distillery.stages.executor import read_rows
+
+    total = None
+    for f in kept_files:
+        rows = read_rows(store, [f])
+        ids, keys, sigs = index_entries([r["id"] for r in rows], [dedup_text(r, config.field) for r in rows], config.params())
+        total = dedup_index.append(config.index_uri, config.params(), ids, keys, sigs, **_options(storage))["rows"]
+    return total if total is not None else dedup_index.append(config.index_uri, config.params(), [], [], None, **_options(storage))["rows"]

@@ -14,34 +14,33 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from prefect.exceptions import MissingContextError
+from prefect.transactions import CommitMode, transaction
 from prefect.utilities.annotations import quote
 
-import distillery
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.faults import failpoint
 from distillery.generation import attach_completions, batched, sampling_kwargs
 from distillery.progress import current as current_progress
-from distillery.prompts import over_budget, render_messages
+from distillery.prompts import over_budget, render_messages, user_text
+from distillery.stages.contract import code_digest
 from distillery.recipe import KDConfig, SamplingConfig, TeacherConfig
 from tasks.retry import ENGINE_TAG, engine_died
 
 Teacher = tuple[str, str, "str | None", SamplingConfig]
 
-_CODE = [Path(distillery.__file__).parent / f for f in ("generation.py", "prompts.py", "adapters/engine.py")] + [Path(__file__)]
-
-
 def code_version() -> str:
-    """Hash of the code that shapes a completion: a change there invalidates cached batches."""
-    digest = hashlib.sha256()
-    for path in _CODE:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """Hash of the code that shapes a completion (the functions, not their files: a comment
+    elsewhere keeps cached batches): a change there invalidates them."""
+    from distillery.adapters import engine
+
+    return code_digest([engine.Engine.__init__, engine.Engine.chat, engine.Engine.score, engine.Engine._template,
+                        engine._completion, engine._trim_after_eot, engine._cpu_engine_args,
+                        attach_completions, render_messages, user_text, generate_batch.fn])
 
 
 def _logger():
@@ -125,3 +124,31 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], 
         if shown is not None:
             shown.end()
     return out, rejected, engine_seconds
+
+
+class EngineBatches:
+    """One teacher's batches as cached task runs (`generate_batch`), for the staged generate
+    stage: `(rows) -> (completions, engine start seconds)`. A batch generated before, for
+    this or any output, comes from the cache and starts no engine; progress moves either way."""
+
+    def __init__(self, teacher: str, spec: EngineSpec, params: dict, progress_id=None, total: int = 0):
+        self.teacher, self.spec, self.params = teacher, spec, params
+        self.progress_id, self.total = progress_id, total
+        self.done = 0
+
+    def __call__(self, rows: list[dict]) -> tuple[list[dict], float]:
+        # Committed (persisted) as soon as the batch is done: a task run's nested results are
+        # otherwise kept until the stage's task run ends, and a kill mid-stage would lose them.
+        with transaction(commit_mode=CommitMode.EAGER):
+            state = generate_batch(quote(rows), self.teacher, self.spec, self.params, return_state=True)
+        done, opened = state.result()
+        cached = state.name == "Cached"  # its engine start was another run's
+        self.done += len(done)
+        shown = current_progress()
+        if cached and shown is not None:
+            shown.advance(len(done))
+        if self.progress_id is not None:
+            update_progress_artifact(self.progress_id, 100.0 * self.done / max(self.total, 1),
+                                     description=f"teacher completions: {self.done} of {self.total}")
+        failpoint("generate.batch")
+        return done, 0.0 if cached else opened

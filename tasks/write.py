@@ -31,14 +31,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from distillery.adapters.storage import Dataset, PublishConflict, StorageError, open_dataset, storage_options
-from distillery.card import PICTURES, card_facts, pictures
+from distillery.card import PICTURES, card_facts, pictures, schema_facts
 from distillery.errors import DistilleryError
 from distillery.faults import failpoint
 from distillery.kd import round_logprobs
 from distillery.recipe import Recipe
 from distillery.report import CARD, MANIFEST, REPORT, build_manifest, dataset_card, dumps, package_versions, run_report_markdown
 from distillery.schema import ROW_SCHEMA, rejects_table, to_table
-from distillery.shards import ShardSpec, plan_shards, write_shard
+from distillery.shards import ShardSpec, plan_shards, write_pieces, write_shard
+from distillery.stages.publish import LengthTally, Stream, plan as stream_plan, rows_per_shard as rows_per_stream_shard
 
 STAGING = "_temporary"
 MiB = 1024 * 1024
@@ -130,11 +131,42 @@ def publish(
 ) -> dict:
     """Stage, commit, publish. `make_manifest(data_entries, rejected_entries)` builds the manifest."""
     staging = f"{STAGING}/{attempt}"
-    written = []
-    for table, prefix, split in tables:
-        written.append(_staged(ds, staging, table, plan_shards(table, prefix, split, spec), spec))
-    failpoint("write.staged")
+    written = [_staged(ds, staging, table, plan_shards(table, prefix, split, spec), spec) for table, prefix, split in tables]
+    facts = card_facts(tables[0][0], tables[1][0] if len(tables) > 1 else None)
+    return commit(ds, staging, written, [prefix for _, prefix, _ in tables], make_manifest, facts, previous_run, attempt, files)
 
+
+def publish_stream(ds: Dataset, streams: list[Stream], spec: ShardSpec, make_manifest, previous_run: str | None,
+                   attempt: str, files: dict[str, bytes] | None = None, clean: bool = True) -> dict:
+    """`publish` from staged parts (`stages.publish.Stream`, one per folder), never holding
+    more than one part: what a staged build publishes."""
+    staging = f"{STAGING}/{attempt}"
+    written, tallies = [], []
+    for stream in streams:
+        plans = stream_plan(stream.rows, rows_per_stream_shard(stream.first_table(), spec), stream.prefix, stream.split)
+        tally = LengthTally()
+        shards = []
+        for plan in plans:
+            def fill(fh, plan=plan):  # a retried write reads its parts again, with a fresh tally
+                mine = LengthTally()
+                shard = write_pieces(mine.passing(stream.pieces(plan)), stream.schema, plan.path, fh, spec,
+                                     on_row_group=lambda n: failpoint("write.row_group"))
+                return shard, mine
+
+            shard, mine = ds.stream(f"{staging}/{plan.path}", fill)
+            shards.append(shard)
+            tally.merge(mine)
+        written.append(shards)
+        tallies.append(tally)
+    facts = {"columns": schema_facts(streams[0].schema, streams[1].schema if len(streams) > 1 else None),
+             "lengths": tallies[0].histogram()}
+    return commit(ds, staging, written, [s.prefix for s in streams], make_manifest, facts, previous_run, attempt, files, clean)
+
+
+def commit(ds: Dataset, staging: str, written: list[list], prefixes: list[str], make_manifest, facts: dict,
+           previous_run: str | None, attempt: str, files: dict[str, bytes] | None, clean: bool = True) -> dict:
+    """Steps 2-4 of the protocol (module docstring) for shards staged under `staging`."""
+    failpoint("write.staged")
     current = read_manifest(ds)
     current_run = current.get("run_id") if current else None
     if current_run != previous_run:
@@ -149,7 +181,7 @@ def publish(
     for shard in [s for group in written for s in group]:
         ds.move(f"{staging}/{shard.path}", shard.path)
         paths.add(shard.path)
-    for folder in {prefix for _, prefix, _ in tables}:
+    for folder in set(prefixes):
         for path in ds.list(folder):
             if path.endswith(".parquet") and path not in paths:  # from an earlier build with more shards
                 ds.remove(path)
@@ -163,7 +195,6 @@ def publish(
     failpoint("write.committed")
 
     manifest = make_manifest([s.entry() for s in written[0]], [s.entry() for g in written[1:] for s in g])
-    facts = card_facts(tables[0][0], tables[1][0] if len(tables) > 1 else None)
     manifest = {**manifest, "columns": facts["columns"], "summary": {**manifest["summary"], "lengths": facts["lengths"]}}
     shown = card_files(manifest, ds.uri)
     for path, data in shown.items():
@@ -176,8 +207,33 @@ def publish(
         theirs = read_manifest(ds) or {}
         if theirs.get("attempt") != attempt:  # not our own PUT answered twice after a dropped connection
             raise
-    ds.remove_tree(STAGING)  # ours, and what crashed or losing attempts left behind
+    if clean:
+        ds.remove_tree(STAGING)  # ours, and what crashed or losing attempts left behind
+    else:
+        ds.remove_tree(staging)  # the caller still reads the rest (a staged build's stages)
     return manifest
+
+
+class make_manifest_for:
+    """The manifest of a build, made once its shards are written: `(data entries, rejected
+    entries) -> manifest`, for `publish`. Carries the publish attempt's name."""
+
+    def __init__(self, recipe: Recipe, summary: dict, run_id: str, created_at: datetime, engine: dict,
+                 key: str = "", source_digest: str = "", kd: dict | None = None):
+        self.recipe, self.summary, self.run_id, self.created_at = recipe, summary, run_id, created_at
+        self.engine, self.key, self.source_digest, self.kd = engine, key, source_digest, kd
+        self.attempt = f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+
+    def __call__(self, data: list[dict], rejects: list[dict]) -> dict:
+        recipe, kd = self.recipe, self.kd
+        manifest = build_manifest(
+            recipe.name, self.run_id, self.created_at.isoformat(), recipe.model_dump(mode="json"), self.engine,
+            data, rejects, self.summary, package_versions(), key=self.key, attempt=self.attempt, source_digest=self.source_digest,
+        )
+        if kd is not None:
+            stored = sum(size for e in data for name, size in e.get("column_bytes", {}).items() if name.startswith("kd_topk_"))
+            manifest["kd"] = {**kd, "topk_bytes": stored, "bytes_per_entry": round(stored / kd["entries"], 3) if kd["entries"] else None}
+        return manifest
 
 
 @task(name="write-shards", cache_policy=NONE)
@@ -197,18 +253,8 @@ def write_dataset(
     if kd is not None:
         table = round_logprobs(table, recipe.kd.logprob_bits)
     tables = [(table, "data", "train"), (rejects_table(rejected), "rejected", "rejected")]
-    attempt = f"{run_id[:8]}-{uuid.uuid4().hex[:8]}"
-
-    def make_manifest(data: list[dict], rejects: list[dict]) -> dict:
-        manifest = build_manifest(
-            recipe.name, run_id, created_at.isoformat(), recipe.model_dump(mode="json"), engine,
-            data, rejects, summary, package_versions(), key=key, attempt=attempt, source_digest=source_digest,
-        )
-        if kd is not None:
-            stored = sum(size for e in data for name, size in e.get("column_bytes", {}).items() if name.startswith("kd_topk_"))
-            manifest["kd"] = {**kd, "topk_bytes": stored, "bytes_per_entry": round(stored / kd["entries"], 3) if kd["entries"] else None}
-        return manifest
-
+    make_manifest = make_manifest_for(recipe, summary, run_id, created_at, engine, key, source_digest, kd)
+    attempt = make_manifest.attempt
     try:
         manifest = publish(dataset_for(recipe), tables, shard_spec(recipe), make_manifest, previous_run, attempt, files)
     except PublishConflict:
@@ -217,4 +263,22 @@ def write_dataset(
         raise StorageError(f"{err}. Nothing of this build was published (no manifest); rerun the same recipe once "
                            "storage answers: finished generation comes from the cache") from None
     get_run_logger().info("published %s: %d shards, %d rows (attempt %s)", recipe.output.uri, len(manifest["shards"]), manifest["rows"], attempt)
+    return manifest
+
+
+@task(name="write-shards", cache_policy=NONE)
+def write_staged(ds: Dataset, streams: list, recipe: Recipe, make_manifest: make_manifest_for,
+                 previous_run: str | None, files: dict[str, bytes] | None = None) -> dict:
+    """`write_dataset` for a staged build: the final shards are cut from the staged ones as
+    they stream past (`publish_stream`); same protocol, manifest last."""
+    try:
+        manifest = publish_stream(ds, streams, shard_spec(recipe), make_manifest, previous_run, make_manifest.attempt, files,
+                                  clean=False)  # the flow removes _temporary/ once it has read what it needs
+    except PublishConflict:
+        raise
+    except StorageError as err:
+        raise StorageError(f"{err}. Nothing of this build was published (no manifest); rerun the same recipe once "
+                           "storage answers: finished stages are not redone") from None
+    get_run_logger().info("published %s: %d shards, %d rows (attempt %s)", recipe.output.uri, len(manifest["shards"]),
+                          manifest["rows"], make_manifest.attempt)
     return manifest

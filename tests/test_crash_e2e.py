@@ -41,7 +41,8 @@ def recipe_dict(out_uri: str) -> dict:
     data["source"]["limit"] = SEED_COUNT
     data["teacher"]["batch_size"] = 4  # 3 generation batches
     data["judge"]["enabled"] = False
-    data["output"].update(rows_per_shard=3, row_group_size=1)  # several shards of several row groups
+    # 3 staged shards of 4 prompts (one batch each); several final shards of several row groups
+    data["output"].update(stage_rows=4, rows_per_shard=3, row_group_size=1)
     data["storage"] = {"retries": 3, "retry_backoff_seconds": 0.5}
     return data
 
@@ -148,10 +149,19 @@ def storage(request, tmp_path):
     return f"s3://{server.bucket}/{request.node.name.replace('[', '-').rstrip(']')}", server.env(), server.storage_options()
 
 
-# mid-generation: after the first of three generation batches;
-# mid-shard write: after the second row group of the staged shards;
+# mid-generation: after the first of three generation batches (shard 0 not recorded yet);
+# at a stage boundary: generation's shard 0 recorded, shards 1 and 2 not begun;
+# mid-shard in a later stage: dedup's shard 1 written but not recorded;
+# mid-shard write of the published shards: after their second row group;
 # between commit and manifest: every shard in its final place, no manifest yet.
-POINTS = ["generate.batch:1", "write.row_group:2", "write.committed"]
+# With each, the shards of each stage the rerun must redo (the rest are read back).
+POINTS = {
+    "generate.batch:1": {"load": 0, "generate-teacher": 3, "signatures": 3, "dedup": 3},
+    "stage.generate-teacher.shard:1": {"load": 0, "generate-teacher": 2, "signatures": 3, "dedup": 3},
+    "stage.dedup.staged:2": {"load": 0, "generate-teacher": 0, "signatures": 0, "dedup": 2},
+    "write.row_group:2": {"load": 0, "generate-teacher": 0, "signatures": 0, "dedup": 0},
+    "write.committed": {"load": 0, "generate-teacher": 0, "signatures": 0, "dedup": 0},
+}
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -169,6 +179,9 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_dataset(reference, results_di
     rerun = build.run()
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
     assert_same_dataset(uri, options, reference)
+    staged = json.loads(ds.read("manifest.json"))["summary"]["staged_shards"]
+    assert {stage: staged[stage]["ran"] for stage in POINTS[point]} == POINTS[point]
+    assert {stage: staged[stage]["shards"] for stage in POINTS[point]} == dict.fromkeys(POINTS[point], 3)
 
     again = build.run()  # and once published, a rerun changes nothing
     assert again.returncode == 0 and "nothing to do" in again.stdout

@@ -298,3 +298,19 @@ def test_engine_leaves_no_ld_preload_behind(build):
     import os
 
     assert "libgomp" not in os.environ.get("LD_PRELOAD", "")
+
+
+def test_same_rows_as_the_in_memory_build(build):
+    """The staged build publishes the row ids, columns and counts the in-memory build published
+    for the same seeds and recipe (stored in tests/data/ when the build moved to stages)."""
+    _, out = build
+    reference = json.loads((ROOT / "tests" / "data" / "flow_e2e_reference.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    kept, rejected = read_parts(out, "data"), read_parts(out, "rejected")
+    assert sorted(r["id"] for r in kept) == reference["kept_ids"]
+    assert sorted([r["id"], r["stage"], r["reason"]] for r in rejected) == reference["rejected"]
+    assert pq.read_schema(out / manifest["shards"][0]["path"]).names == reference["columns"]
+    assert pq.read_schema(out / manifest["rejected_shards"][0]["path"]).names == reference["rejected_columns"]
+    assert {k: manifest["summary"][k] for k in reference["counts"]} == reference["counts"]
+    assert set(manifest["summary"]["staged_shards"]) == {"load", "render", "fit", "generate-teacher", "signatures", "dedup", "judge", "filter"}
+    assert not (out / "_temporary").exists()

@@ -45,3 +45,10 @@ def append(uri: str, params: DedupParams, ids: list[str], keys: list[bytes], sig
     meta = add_part(meta, path, len(ids), data)
     ds.write(META, json.dumps(meta, indent=2).encode())
     return meta
+
+
+def fingerprint(uri: str, **options) -> str:
+    """What the index holds now (its index.json's sha256; empty if none): a build that
+    deduped against another state of the index is redone."""
+    ds = open_dataset(uri, **options)
+    return hashlib.sha256(ds.read(META)).hexdigest() if ds.exists(META) else ""
