@@ -221,3 +221,59 @@ def test_publishing_a_stream_gives_the_shards_publishing_a_table_does(tmp_path):
         assert pq.read_table(tmp_path / "streamed" / entry["path"]).equals(pq.read_table(tmp_path / "whole" / entry["path"]))
     assert streamed["columns"] == whole["columns"] and streamed["summary"]["lengths"] == whole["summary"]["lengths"]
     assert not (tmp_path / "streamed" / "_temporary").exists()
+
+
+class StandInEngine:
+    """A test double for the engine around which the engine stages are written: answers
+    every conversation with its last message reversed, scores by length."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def chat(self, conversations, params, **extra):
+        self.batches.append(len(conversations))
+        if extra.get("regex"):  # the judge: a score that depends on the row
+            return [[{"response": f"Score: {1 + len(c[-1]['content']) % 10}\nRationale: length", "finish_reason": "stop"}] for c in conversations]
+        return [[{"response": c[-1]["content"][::-1], "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 2}
+                 for _ in range(params["n"])] for c in conversations]
+
+    def count_prompt_tokens(self, conversations):
+        return [len(c[-1]["content"].split()) for c in conversations]
+
+
+def test_engine_stages_account_for_every_row_with_a_stand_in_engine():
+    from datetime import datetime, timezone
+
+    from distillery.generation import attach_completions
+    from distillery.judge import absolute_regex
+    from distillery.stages.engine import Filter, Fit, Generate, Judge, score_counts, staged_schema
+    from distillery.schema import ROW_SCHEMA
+
+    seeds = [json.loads(x) for x in SEEDS.read_text().splitlines()][:12]
+    rows = render_messages([{"seed_id": s["id"], "instruction": s["instruction"], "input": ""} for s in seeds], None)
+    engine = StandInEngine()
+    fit = Fit((("t", "m", None, 4),), max_model_len=20, count=lambda model, convs: engine.count_prompt_tokens(convs))
+    fitted = fit.run(rows, 0)
+    assert len(fitted.rows) + len(fitted.rejected) == 12 and fitted.rejected
+    assert all(r["reason"] == "prompt_too_long" and r["stage"] == "render" for r in fitted.rejected)
+
+    def complete(batch):
+        return attach_completions(batch, engine.chat([r["messages"] for r in batch], params), "t", "m", params, datetime.now(timezone.utc)), 0.5
+
+    params = {"n": 2, "temperature": 0.0, "top_p": 1.0, "max_tokens": 4, "seed": 0}
+    generate = Generate("t", "m", None, params, {}, batch_size=4, schema=staged_schema(ROW_SCHEMA), complete=complete)
+    out = generate.run(fitted.rows, 0)
+    assert len(out.rows) == 2 * len(fitted.rows) and generate.fanout == 2
+    assert out.facts["completion_tokens"] == 2 * len(out.rows) and out.facts["engine_seconds"] == 0.5 * -(-len(fitted.rows) // 4)
+    assert out.rows[0]["response"] == out.rows[0]["prompt"][::-1]
+
+    judge = Judge("m", "rubric", (), "structured", {"n": 1, "temperature": 0.0, "max_tokens": 8}, {"regex": absolute_regex(())},
+                  batch_size=5, max_model_len=60, schema=staged_schema(ROW_SCHEMA), open_engine=lambda: engine)
+    judged = judge.run(out.rows, 0)
+    assert len(judged.rows) + len(judged.rejected) == len(out.rows)
+    counts = score_counts(judged.facts)
+    assert sum(counts.values()) == len(judged.rows) and set(counts) <= set(range(1, 11))
+    kept = Filter(5, staged_schema(ROW_SCHEMA)).run(judged.rows, 0)
+    assert len(kept.rows) + len(kept.rejected) == len(judged.rows)
+    assert all(r["judge_score"] >= 5 for r in kept.rows) and all(r["reason"] == "low_score" for r in kept.rejected)
+    assert kept.facts["scored"] == len(kept.rows)

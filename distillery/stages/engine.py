@@ -1,10 +1,11 @@
 """The stages that call a model: fit (prompt lengths), generate (one per teacher), judge,
-and the score filter. Pure: the engine and the token counter come in as callables, so
-these stages run on vLLM in a flow and on a stand-in in unit tests.
+and the score filter. Pure: the model comes in as callables (a token counter, a batch
+runner, an engine opener), so these stages run on vLLM in a flow and on a stand-in in
+unit tests.
 
-An engine stage opens its engine through `open_engine()` once per shard (the adapter
-keeps it warm across shards and task runs in a process) and reports the seconds that
-took as the fact `engine_seconds`: the build counts them as engine start, not work.
+Engine start is reported as the fact `engine_seconds` (generate: the seconds its batches
+spent opening the engine; judge: opening it for the shard), so the build counts it as
+engine start, not work.
 """
 
 from __future__ import annotations
