@@ -12,9 +12,8 @@ from pathlib import Path
 os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"  # every batch must generate
 
 
-def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000) -> dict:
+def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000, repeats: int = 1) -> dict:
     from prefect import flow
-    from prefect.utilities.annotations import quote
 
     from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
     from distillery.adapters.storage import open_dataset
@@ -43,15 +42,17 @@ def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000) -> dic
         inputs.append([StagedFile(path, sha, len(data), len(prompts[i : i + stage_rows]))])
     staged = staged_schema(ROW_SCHEMA)
 
+    sides = [side + " " * k for k in range(repeats) for side in ("in-memory", "staged")]  # alternating
+
     @flow(name="bench-scale-engine")
     def both() -> dict:
         engine = get_engine(spec)
         times = {}
-        for side in ("in-memory", "staged", "in-memory ", "staged "):  # twice each, alternating
+        for side in sides:
             engine.llm.reset_prefix_cache()
             started = time.perf_counter()
             if side.strip() == "in-memory":
-                out, _, _ = generate(quote(prompts), teacher, recipe.teachers())
+                out, _, _ = generate(prompts, teacher, recipe.teachers())
                 done = len(out)
             else:  # the length check too, as generate() does it inside
                 root = f"_temporary/{side.strip()}-{len(times)}"
