@@ -218,16 +218,12 @@ def _reject_stage(stage: str) -> str:
     return "generate" if stage.startswith("generate-") else stage
 
 
-def _table(store, file) -> pa.Table:
-    return read_table(store, file)
-
-
 def _sample_texts(store, final: list[Record], column: str = "response") -> list[str]:
     texts: list[str] = []
     for r in final:
         if len(texts) >= DIVERSITY_SAMPLE:
             break
-        texts += [t or "" for t in _table(store, r.files[0]).column(column).to_pylist()]
+        texts += [t or "" for t in read_table(store, r.files[0]).column(column).to_pylist()]
     return texts[:DIVERSITY_SAMPLE]
 
 
@@ -269,5 +265,5 @@ def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Rec
 
 def _kd_entries(store, file) -> int:
     """kd.entries of a staged shard, counted in Arrow: (token, k) pairs stored."""
-    per_token = _table(store, file).column("kd_topk_ids").combine_chunks().flatten()
+    per_token = read_table(store, file).column("kd_topk_ids").combine_chunks().flatten()
     return int(pc.sum(pc.list_value_length(per_token)).as_py() or 0)
