@@ -169,6 +169,29 @@ def swap_verdict(ab: str | None, ba: str | None) -> str:
     return first if first == second else "inconsistent"
 
 
+def pairwise_verdicts(engine, pairs: Sequence[tuple[dict, dict]], rubric: str, batch_size: int, max_model_len: int) -> list[str]:
+    """For each (x, y): the judge asked in both orders, combined by `swap_verdict` into 'x',
+    'y', 'tie' or 'inconsistent'. `engine` has chat() and count_prompt_tokens(); an order
+    whose prompt does not fit the context counts as no answer."""
+    from distillery.generation import batched
+
+    params = {"n": 1, "temperature": 0.0, "max_tokens": 4}
+    convs = []
+    for x, y in pairs:
+        convs.append(pairwise_messages(rubric, x["prompt"], x["response"], y["response"]))
+        convs.append(pairwise_messages(rubric, x["prompt"], y["response"], x["response"]))
+    if not convs:
+        return []
+    lengths = engine.count_prompt_tokens(convs)
+    answers: list[str | None] = [None] * len(convs)
+    ok = [i for i, n in enumerate(lengths) if n + params["max_tokens"] <= max_model_len]
+    for batch in batched(ok, batch_size):
+        outputs = engine.chat([convs[i] for i in batch], params, choice=PAIRWISE_CHOICES)
+        for i, o in zip(batch, outputs):
+            answers[i] = o[0]["response"]
+    return [swap_verdict(answers[2 * k], answers[2 * k + 1]) for k in range(len(pairs))]
+
+
 # ---- the judge's own quality ----
 
 def judge_report(scores: Sequence[int | None], pair_verdicts: Sequence[str] = (), max_identical: float = 0.8, min_spread: float = 1.0) -> dict:
@@ -176,10 +199,12 @@ def judge_report(scores: Sequence[int | None], pair_verdicts: Sequence[str] = ()
     return judge_report_from_counts(Counter(scores), pair_verdicts, max_identical, min_spread)
 
 
-def judge_report_from_counts(counts: Mapping[int | None, int], pair_verdicts: Sequence[str] = (), max_identical: float = 0.8,
-                             min_spread: float = 1.0) -> dict:
+def judge_report_from_counts(counts: Mapping[int | None, int], pair_verdicts: Sequence[str] | Mapping[str, int] = (),
+                             max_identical: float = 0.8, min_spread: float = 1.0) -> dict:
     """`judge_report` from how many rows got each score (None: unparsed), for a build that
-    never holds all its scores."""
+    never holds all its scores; `pair_verdicts` as verdicts or as counts per verdict."""
+    verdicts = pair_verdicts if isinstance(pair_verdicts, Mapping) else Counter(pair_verdicts)
+    pairs = sum(verdicts.values())
     judged = sum(counts.values())
     histogram = {str(k): counts.get(k, 0) for k in range(1, 11)}
     n = judged - counts.get(None, 0)
@@ -192,8 +217,8 @@ def judge_report_from_counts(counts: Mapping[int | None, int], pair_verdicts: Se
         "histogram": histogram,
         "mean": round(mean, 3) if n else None,
         "std": round(std, 3) if n else None,
-        "pairs_judged": len(pair_verdicts),
-        "swap_agreement_rate": round(sum(v != "inconsistent" for v in pair_verdicts) / len(pair_verdicts), 4) if pair_verdicts else None,
+        "pairs_judged": pairs,
+        "swap_agreement_rate": round((pairs - verdicts.get("inconsistent", 0)) / pairs, 4) if pairs else None,
         "warnings": [],
     }
     if n >= 2:

@@ -487,11 +487,11 @@ def _format_error(origin: str, err: ValidationError) -> str:
 
 # Recipes with a model of their own (flow name -> "module:Class"), imported when used.
 MODELS: dict[str, str] = {
-    "self_instruct": "distillery.self_instruct:SelfInstructRecipe",
-    "evol_instruct": "distillery.evol:EvolInstructRecipe",
-    "rephrase": "distillery.rephrase:RephraseRecipe",
-    "textbook": "distillery.textbook:TextbookRecipe",
-    "doc2query": "distillery.doc2query:Doc2QueryRecipe",
+    "self_instruct": "distillery.recipes.self_instruct:SelfInstructRecipe",
+    "evol_instruct": "distillery.recipes.evol:EvolInstructRecipe",
+    "rephrase": "distillery.recipes.rephrase:RephraseRecipe",
+    "textbook": "distillery.recipes.textbook:TextbookRecipe",
+    "doc2query": "distillery.recipes.doc2query:Doc2QueryRecipe",
 }
 # Flow name -> "module:function" of the Prefect flow that builds it.
 FLOWS: dict[str, str] = {

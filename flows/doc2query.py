@@ -10,12 +10,12 @@ document in the top `top_k` (and gives it a positive score), else it is rejected
 
 Design choice: the queries do NOT go through the common generation stage. That stage has
 the teacher *answer* each prompt; a retriever needs the query and the document that
-answers it, which we already have. So the pairs are written directly with the shared
-writer (ROW_SCHEMA: prompt = query, response = document text, messages = [user: query,
-assistant: document], teacher = the query writer, lineage = doc id, source, BM25 rank and
-score), after the shared dedup on the query (an identical query for two documents is an
+answers it, which we already have. So the pairs are staged as finished rows (ROW_SCHEMA:
+prompt = query, response = document text, messages = [user: query, assistant: document],
+teacher = the query writer, lineage = doc id, source, BM25 rank and score) and go through
+the shared staged dedup on the query (an identical query for two documents is an
 ambiguous pair) and, if enabled, the shared judge (which then scores the document as an
-answer to the query: an InPars-style relevance filter; off by default).
+answer to the query: an InPars-style relevance filter; off by default), then publish.
 
 Accounting: rows in = candidate queries (teacher samples and candidates_uri rows) plus the
 documents rejected before any query was written (empty, short, prompt too long). Every
@@ -23,60 +23,33 @@ query rejected by the parser, the length bounds or the round trip is a stage-'sy
 reject; the pairs that pass are the 'generated' rows, which dedup (and the judge) split
 into kept and rejected.
 
-The recipe model (Doc2QueryConfig, Doc2QueryRecipe) lives in distillery.doc2query.
+The recipe model (Doc2QueryConfig, Doc2QueryRecipe) lives in distillery.recipes.doc2query.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections import Counter
-from pathlib import Path
+from functools import partial
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.utilities.annotations import quote
 
-from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
+from distillery.adapters.engine import prompt_lengths
 from distillery.adapters.storage import read_many, storage_options
-from distillery.doc2query import MAX_EXAMPLES, Doc2QueryRecipe, RoundTrip, few_shot_prompt, length_check, parse_query
-from distillery.generation import batched
+from distillery.recipes.doc2query import MAX_EXAMPLES, Doc2QueryRecipe, RoundTrip, few_shot_prompt, length_check, parse_query
+from distillery.recipes.rounds import Rounds, Verdict
 from distillery.prompts import over_budget
 from distillery.recipe import StorageConfig
-from distillery.rephrase import Documents, as_text, files_digest, read_records
+from distillery.recipes.rephrase import Documents, as_text, files_digest, read_records
 from distillery.schema import content_id
 from distillery.sources import get_path
-from flows.distill import open_build, publish_rows, timed, unchanged
+from flows.build import open_build, timed, unchanged
 from flows.rephrase import load_documents
-from tasks.dedup import dedup
-from tasks.generate import code_version
-from tasks.judge import judge
-from tasks.retry import ENGINE_TAG, engine_died
+from flows.staged import staged_synthesis
+from tasks.synthesis import run_batches
 
 # ----------------------------------------------------------------------------- tasks
-
-
-_THIS = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-
-
-def queries_key(context, parameters: dict) -> str:
-    convs = parameters["conversations"]
-    convs = convs.unquote() if isinstance(convs, quote) else convs
-    blob = json.dumps([convs, parameters["spec"].__dict__, parameters["params"], code_version(), _THIS], sort_keys=True, default=str)
-    return "distillery-doc2query-" + hashlib.sha256(blob.encode()).hexdigest()
-
-
-@task(name="write-queries", tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died, cache_key_fn=queries_key, persist_result=True)
-def write_queries(conversations: list[list[dict]], spec: EngineSpec, params: dict) -> tuple[list[list[dict]], float]:
-    """The teacher continues each few-shot prompt's 'Query:' n times; one engine batch.
-    Also the seconds spent opening the engine (0 if it was open)."""
-    started = time.perf_counter()
-    engine = get_engine(spec)
-    opened = time.perf_counter() - started
-    done = engine.chat(conversations, params, continue_final=True)
-    keep = ("response", "finish_reason", "prompt_tokens", "completion_tokens", "sample_index")
-    return [[{k: s[k] for k in keep} for s in samples] for samples in done], opened
 
 
 @task(name="load-pairs", cache_policy=NONE)
@@ -102,40 +75,43 @@ def synthesize(recipe: Doc2QueryRecipe, corpus: Documents, examples: list[tuple[
     logger = get_run_logger()
     docs = {d.doc_id: d for d in corpus.docs}
     trip = RoundTrip({d.doc_id: d.text for d in corpus.docs})
-    pairs, rejected, rounds = [], [], []
+    found, rejected = Rounds(), []
     tokens = {"prompt": 0, "completion": 0}
+
+    def lineage_of(doc_id: str, lineage: dict, v: Verdict) -> str:
+        out = {"recipe": "doc2query", "doc_id": doc_id, **lineage}
+        if "rank" in v.facts:  # the round trip ran
+            out.update({"bm25_rank": v.facts["rank"], "bm25_score": round(v.facts["score"] or 0.0, 4), "top_k": cfg.top_k,
+                        "corpus_docs": len(trip)})
+        return json.dumps(out)
+
+    def check(number: int, proposal: tuple) -> Verdict:
+        doc_id, query = proposal[0], proposal[1]
+        if query is None:
+            return Verdict(False, "no_query", "the query writer wrote no query" if number else "the row has no query")
+        if doc_id not in docs:
+            return Verdict(False, "unknown_document", f"document {doc_id!r} is not in the corpus (or was rejected)")
+        v = length_check(query, cfg.min_words, cfg.max_words)
+        return trip.check(query, doc_id, cfg.top_k) if v.keep else v
+
+    def pair(proposal: tuple, v: Verdict) -> dict:
+        doc_id, query, _, lineage, fields = proposal
+        doc = docs[doc_id]
+        return {
+            **fields,
+            "id": content_id("doc2query", doc_id, query),
+            "messages": [{"role": "user", "content": query}, {"role": "assistant", "content": doc.text}],
+            "prompt": query, "response": doc.text, "instruction": query, "input": "", "seed_id": doc_id,
+            "lineage": lineage_of(doc_id, lineage, v), "run_id": run_id, "created_at": created_at,
+        }
+
+    def reject(proposal: tuple, v: Verdict) -> dict:
+        doc_id, query, raw, lineage, fields = proposal
+        return {"seed_id": doc_id, "prompt": query or raw, "teacher": fields["teacher"], "lineage": lineage_of(doc_id, lineage, v)}
 
     def check_round(number: int, proposals: list[tuple[str, str | None, str, dict, dict]]) -> None:
         """proposals: (doc id, query or None, raw text, lineage, row fields)."""
-        reasons: Counter[str] = Counter()
-        before = len(pairs)
-        for doc_id, query, raw, lineage, fields in proposals:
-            lineage = {"recipe": "doc2query", "doc_id": doc_id, **lineage}
-            if query is None:
-                verdict_reason, detail = "no_query", "the query writer wrote no query" if number else "the row has no query"
-            elif doc_id not in docs:
-                verdict_reason, detail = "unknown_document", f"document {doc_id!r} is not in the corpus (or was rejected)"
-            else:
-                verdict = length_check(query, cfg.min_words, cfg.max_words)
-                if verdict.keep:
-                    verdict = trip.check(query, doc_id, cfg.top_k)
-                    lineage.update({"bm25_rank": verdict.rank, "bm25_score": round(verdict.score or 0.0, 4), "top_k": cfg.top_k,
-                                    "corpus_docs": len(trip)})
-                verdict_reason, detail = verdict.reason, verdict.detail
-            if verdict_reason:
-                reasons[verdict_reason] += 1
-                rejected.append(_reject(doc_id, verdict_reason, detail, query or raw, lineage, fields["teacher"]))
-                continue
-            doc = docs[doc_id]
-            pairs.append({
-                **fields,
-                "id": content_id("doc2query", doc_id, query),
-                "messages": [{"role": "user", "content": query}, {"role": "assistant", "content": doc.text}],
-                "prompt": query, "response": doc.text, "instruction": query, "input": "", "seed_id": doc_id,
-                "lineage": json.dumps(lineage), "run_id": run_id, "created_at": created_at,
-            })
-        rounds.append({"round": number, "source": "candidates" if number == 0 else "teacher", "proposed": len(proposals),
-                       "kept": len(pairs) - before, "rejected_by_reason": dict(sorted(reasons.items()))})
+        found.check(number, proposals, partial(check, number), pair, reject, source="candidates" if number == 0 else "teacher")
 
     if cfg.candidates_uri:
         proposals = []
@@ -159,23 +135,17 @@ def synthesize(recipe: Doc2QueryRecipe, corpus: Documents, examples: list[tuple[
             too_long += 1
         else:
             todo.append((doc, conv))
-    spec = EngineSpec.from_teacher(teacher)
     params = {"n": cfg.queries_per_doc, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p,
               "max_tokens": cfg.max_tokens, "seed": cfg.seed}
     settings = json.dumps(params, sort_keys=True)
-    proposals, written, engine_seconds = [], [], 0.0
-    with timed(stages, "generate"):
-        for batch in batched(todo, teacher.batch_size):
-            state = write_queries(quote([conv for _, conv in batch]), spec, params, return_state=True)
-            out, opened = state.result()
-            if state.name != "Cached":  # a cached batch replays the engine start of the run that made it
-                engine_seconds += opened
-            written.append((batch, out))
-    stages["engine_start"] = stages.get("engine_start", 0.0) + engine_seconds
-    stages["generate"] -= engine_seconds
-    for batch, out in written:
-        for (doc, _), samples in zip(batch, out, strict=True):
-            for s in samples:
+    proposals, opened = [], stages.get("engine_start", 0.0)
+    with timed(stages, "generate"):  # the teacher continues each few-shot prompt's 'Query:' n times
+        out = run_batches([conv for _, conv in todo], recipe, params, "write-queries", stages, continue_final=True)
+    stages["generate"] -= stages.get("engine_start", 0.0) - opened  # counted as engine start
+    for (doc, _), o in zip(todo, out, strict=True):
+        if o.get("error"):  # fitted above with the same budget: a bug if it happens
+            raise RuntimeError(f"doc2query: a prompt checked to fit did not: {o['error']}")
+        for s in o["samples"]:
                 tokens["prompt"] += s["prompt_tokens"] or 0
                 tokens["completion"] += s["completion_tokens"] or 0
                 fields = {"sample_index": s["sample_index"], "teacher": teacher.name, "teacher_model": teacher.model,
@@ -185,12 +155,12 @@ def synthesize(recipe: Doc2QueryRecipe, corpus: Documents, examples: list[tuple[
                 proposals.append((doc.doc_id, parse_query(s["response"]), s["response"], lineage, fields))
     check_round(1, proposals)
     logger.info("doc2query: %d documents, %d candidate queries, %d pass the round trip (top_k %d)",
-                len(corpus.docs), sum(r["proposed"] for r in rounds), len(pairs), cfg.top_k)
+                len(corpus.docs), sum(r["proposed"] for r in found.rounds), len(found.kept), cfg.top_k)
     summary = {"documents": len(corpus.docs), "documents_rejected": len(corpus.rejects), "prompt_too_long": too_long,
                "examples": len(examples),
-               "top_k": cfg.top_k, "rounds": rounds, "teacher_prompt_tokens": tokens["prompt"],
+               "top_k": cfg.top_k, "rounds": found.rounds, "teacher_prompt_tokens": tokens["prompt"],
                "teacher_completion_tokens": tokens["completion"]}
-    return pairs, rejected, summary
+    return found.kept, [*found.rejected, *rejected], summary
 
 
 def read_examples(recipe: Doc2QueryRecipe) -> tuple[list[tuple[str, str]], str]:
@@ -240,15 +210,7 @@ def doc2query(recipe: Doc2QueryRecipe) -> dict:
     with timed(b.stages, "synthesize"):
         pairs, rejected, synthesis = synthesize(recipe, corpus, examples, candidates, b.run_id, b.created_at, b.stages)
     b.stages["synthesize"] -= b.stages.get("generate", 0.0) + b.stages.get("engine_start", 0.0)  # counted there
-    b.rejected = [*corpus.rejects, *bad_candidates, *rejected]
-    b.rows_in = len(pairs) + len(b.rejected)
-    b.generated = pairs
-    with timed(b.stages, "dedup"):
-        b.scored, duplicates = dedup(quote(pairs), recipe.dedup, recipe.storage)
-    judge_rejects = []
-    if recipe.judge.enabled:
-        with timed(b.stages, "judge"):
-            b.scored, judge_rejects = judge(quote(b.scored), recipe.judge, recipe.teacher)
-    b.rejected += [*duplicates, *judge_rejects]
-    return publish_rows(recipe, b, extra={"synthesis": synthesis}, diversity_of="prompt",
-                        seed_texts=[q for _, q in examples])
+    # The pairs are answered rows already: staged, they go straight to dedup and the judge.
+    tokens = (sum(r.get("prompt_tokens") or 0 for r in pairs), sum(r.get("completion_tokens") or 0 for r in pairs))
+    return staged_synthesis(recipe, b, pairs, [*corpus.rejects, *bad_candidates, *rejected], extra={"synthesis": synthesis},
+                            diversity_of="prompt", seed_texts=[q for _, q in examples], answered=True, tokens=tokens)

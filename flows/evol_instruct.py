@@ -13,8 +13,8 @@ Which evolutions become rows: every surviving evolution, of every generation (th
 merges all epochs). The seeds themselves do not: they are the input, not the output.
 
 Refusals (check (c): the teacher's answer says sorry and is short) are checked on the
-answers the common stages write, after finish_rows: the response that would be
-published is the one inspected, and no prompt is answered twice. A refused prompt is
+judged answers (the `refusal` stage, between the judge and the score filter): the
+response that would be published is the one inspected, and no prompt is answered twice. A refused prompt is
 rejected at stage 'filter' with reason 'refusal'. Its chain is not rolled back (the
 check runs after evolution): a later generation may have evolved from it.
 
@@ -30,10 +30,12 @@ from collections import Counter
 
 from prefect import flow, get_run_logger
 
-from distillery.evol import EvolInstructRecipe, choose_operation, eliminate, evolution_messages, is_refusal, parse_evolved
+from distillery.recipes.evol import EvolInstructRecipe, choose_operation, eliminate, evolution_messages, parse_evolved
 from distillery.prompts import user_text
-from distillery.sources import ParsedSource
-from flows.distill import finish_rows, publish_rows, start_synthesis, synthesizing, timed, unchanged
+from distillery.recipes.rounds import Rounds, Verdict
+from distillery.stages.synthesis import Refusals
+from flows.build import start_synthesis, synthesizing, unchanged
+from flows.staged import staged_row_schema, staged_synthesis
 from tasks.synthesis import run_batches
 
 
@@ -41,31 +43,26 @@ def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict], stag
            ) -> tuple[list[dict], list[dict], list[dict]]:
     """(evolved seeds, eliminated candidates, per-generation counts). Runs inside a flow."""
     cfg = recipe.evol
-    kept, rejected, rounds = [], [], []
+    found = Rounds()
     limits = {"min_words": cfg.min_words, "max_words": cfg.max_words, "threshold": cfg.no_gain_threshold}
+
+    def verdict(item: tuple) -> Verdict:
+        _, text, parent, finish, error, _ = item
+        if error:
+            return Verdict(False, "prompt_too_long", error)
+        if not parent.strip():
+            return Verdict(False, "no_parent", "the candidate names no parent prompt to compare with")
+        return eliminate(text, parent, finish_reason=finish, **limits)
+
+    def keep(item: tuple, v: Verdict) -> dict:
+        return {"seed_id": item[0], "instruction": item[1], "input": "", "lineage": json.dumps(item[5])}
+
+    def reject(item: tuple, v: Verdict) -> dict:
+        return {"seed_id": item[0], "prompt": item[1], "lineage": json.dumps(item[5])}
 
     def judge_round(number: int, items: list[tuple[str, str, str, str | None, str | None, dict]]) -> list[bool]:
         """items: (id, evolved text, parent text, finish_reason, error, lineage); True where kept."""
-        reasons: Counter[str] = Counter()
-        before, verdicts = len(kept), []
-        for ident, text, parent, finish, error, lineage in items:
-            if error:
-                reason, detail = "prompt_too_long", error
-            elif not parent.strip():
-                reason, detail = "no_parent", "the candidate names no parent prompt to compare with"
-            else:
-                v = eliminate(text, parent, finish_reason=finish, **limits)
-                reason, detail = v.reason, v.detail
-            verdicts.append(reason is None)
-            if reason is not None:
-                reasons[reason] += 1
-                rejected.append({"seed_id": ident, "stage": "synthesize", "reason": reason, "detail": detail,
-                                 "prompt": text, "lineage": json.dumps(lineage)})
-                continue
-            kept.append({"seed_id": ident, "instruction": text, "input": "", "lineage": json.dumps(lineage)})
-        rounds.append({"round": number, "proposed": len(items), "kept": len(kept) - before,
-                       "rejected_by_reason": dict(sorted(reasons.items()))})
-        return verdicts
+        return found.check(number, items, verdict, keep, reject)
 
     if given:  # a candidate whose parent is a seed of the pool is linked to it
         seed_of = {user_text(s["instruction"], s.get("input", "")): s["seed_id"] for s in pool}
@@ -92,19 +89,7 @@ def evolve(recipe: EvolInstructRecipe, pool: list[dict], given: list[dict], stag
         for c, ok, (ident, text, *_rest) in zip(chains, judge_round(generation, items), items):
             if ok:  # the chain moves on; a failed evolution leaves it at its parent
                 c.update(id=ident, text=text, depth=c["depth"] + 1)
-    return kept, rejected, rounds
-
-
-def split_refusals(rows: list[dict], max_words: int) -> tuple[list[dict], list[dict]]:
-    """Check (c) on the teacher's answers: (kept, rejected as 'refusal')."""
-    kept, refused = [], []
-    for row in rows:
-        v = is_refusal(row.get("response") or "", max_words)
-        if v.keep:
-            kept.append(row)
-        else:
-            refused.append({**row, "stage": "filter", "reason": v.reason, "detail": v.detail})
-    return kept, refused
+    return found.kept, found.rejected, found.rounds
 
 
 @flow(name="evol_instruct", log_prints=True, validate_parameters=True)
@@ -119,14 +104,12 @@ def evol_instruct(recipe: EvolInstructRecipe) -> dict:
         new, eliminated, rounds = evolve(recipe, pool.seeds, given.seeds, b.stages)
     logger.info("evol-instruct: %d evolved prompts kept from %d candidates over %d generations",
                 len(new), len(new) + len(eliminated), cfg.depth)
-    # Rows in: every evolution candidate, plus every unusable seed or candidate record (rejected at load).
-    b = finish_rows(recipe, b, ParsedSource(seeds=new, rejects=[*pool.rejects, *given.rejects, *eliminated], digest=b.source_digest))
-    with timed(b.stages, "refusal"):
-        b.scored, refused = split_refusals(b.scored, cfg.refusal_max_words)
-    b.rejected += refused
     depths = Counter(json.loads(s["lineage"])["depth"] for s in new)
     synthesis = {"pool": len(pool.seeds), "pool_rejects": len(pool.rejects), "candidate_rejects": len(given.rejects),
-                 "depth": cfg.depth, "rounds": rounds, "kept_by_depth": {str(k): v for k, v in sorted(depths.items())},
-                 "refusals": len(refused)}
-    return publish_rows(recipe, b, extra={"synthesis": synthesis}, diversity_of="prompt",
-                        seed_texts=[user_text(s["instruction"], s.get("input", "")) for s in pool.seeds])
+                 "depth": cfg.depth, "rounds": rounds, "kept_by_depth": {str(k): v for k, v in sorted(depths.items())}}
+    # Rows in: every evolution candidate, plus every unusable seed or candidate record (rejected at load).
+    # Refusals are checked on the judged answers, before the score filter.
+    refusals = Refusals(cfg.refusal_max_words, staged_row_schema(recipe))
+    return staged_synthesis(recipe, b, new, [*pool.rejects, *given.rejects, *eliminated], extra={"synthesis": synthesis},
+                            diversity_of="prompt", seed_texts=[user_text(s["instruction"], s.get("input", "")) for s in pool.seeds],
+                            after_judge=refusals)

@@ -8,7 +8,7 @@ the common stages (teacher, dedup, judge, shards); every row's `lineage` records
 document id, the chunk's [start, end) character span, the style and the chunk number.
 Rejected documents (empty, too short, repeated id) keep their reason.
 
-The recipe model (RephraseConfig, RephraseRecipe) lives in distillery.rephrase.
+The recipe model (RephraseConfig, RephraseRecipe) lives in distillery.recipes.rephrase.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from prefect.cache_policies import NONE
 
 from distillery.adapters.storage import read_many, storage_options
 from distillery.recipe import StorageConfig
-from distillery.rephrase import Documents, RephraseRecipe, read_documents, rephrase_seeds
-from distillery.sources import ParsedSource
-from flows.distill import finish_rows, open_build, publish_rows, timed, unchanged
+from distillery.recipes.rephrase import Documents, RephraseRecipe, read_documents, rephrase_seeds
+from flows.build import open_build, timed, unchanged
+from flows.staged import staged_synthesis
 
 # ----------------------------------------------------------------------------- shared helpers
 
@@ -61,11 +61,10 @@ def rephrase(recipe: RephraseRecipe) -> dict:
         seeds, chunks = rephrase_seeds(docs.docs, cfg.styles, cfg.chunk_tokens, token_counter(recipe.teacher.model))
     logger.info("rephrase: %d documents (%d rejected) -> %d chunks x %d styles = %d prompts",
                 len(docs.docs), len(docs.rejects), len(chunks), len(cfg.styles), len(seeds))
-    # Rows in: every chunk x style, plus every rejected document (its reason kept).
-    b = finish_rows(recipe, b, ParsedSource(seeds=seeds, rejects=docs.rejects, digest=docs.digest))
     tokens = [c.tokens for c in chunks]
     synthesis = {"documents": len(docs.docs), "documents_rejected": len(docs.rejects), "chunks": len(chunks),
                  "styles": list(cfg.styles), "chunk_tokens_max": max(tokens, default=0),
                  "chunk_tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else None}
-    return publish_rows(recipe, b, extra={"synthesis": synthesis}, diversity_of="response",
-                        seed_texts=[c.text for c in chunks])
+    # Rows in: every chunk x style, plus every rejected document (its reason kept).
+    return staged_synthesis(recipe, b, seeds, docs.rejects, extra={"synthesis": synthesis}, diversity_of="response",
+                            seed_texts=[c.text for c in chunks])

@@ -15,7 +15,7 @@ from distillery.kd import with_kd
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, format_summary, summarize
 from distillery.schema import ROW_SCHEMA, content_id
-from flows.distill import engine_info, start_build, timed, unchanged
+from flows.build import engine_info, start_build, timed, unchanged
 from tasks.dedup import dedup
 from tasks.kd import check_answer_lengths, kd_section, merged, score
 from tasks.prompts import render_prompts

@@ -23,11 +23,11 @@ from collections import Counter
 from prefect import flow, get_run_logger
 
 from distillery.errors import DistilleryError
-from distillery.self_instruct import (
+from distillery.recipes.rounds import Rounds, Verdict
+from distillery.recipes.self_instruct import (
     INPUT_STOP,
     NoveltyIndex,
     SelfInstructRecipe,
-    Verdict,
     basic_filter,
     check_input,
     input_request,
@@ -37,8 +37,8 @@ from distillery.self_instruct import (
     pick_examples,
     request,
 )
-from distillery.sources import ParsedSource
-from flows.distill import finish_rows, publish_rows, start_synthesis, synthesizing, unchanged
+from flows.build import start_synthesis, synthesizing, unchanged
+from flows.staged import staged_synthesis
 from tasks.synthesis import run_batches
 
 
@@ -57,36 +57,36 @@ def synthesize(recipe: SelfInstructRecipe, pool: list[dict], given: list[dict], 
         novelty.add(seed["instruction"], seed["seed_id"])
     human = [(s["seed_id"], s["instruction"]) for s in pool]
     machine: list[tuple[str, str]] = []
-    kept, rejected, rounds = [], [], []
+    found = Rounds()
 
     def judge_round(number: int, proposals: list[tuple[str, dict]], too_long: int = 0) -> None:
-        reasons: Counter[str] = Counter()
-        before = len(kept)
-        for text, lineage in proposals:
-            ident = f"self-instruct-r{number}-{len(kept) + len(rejected)}"
-            if len(kept) >= cfg.target:  # the round's surplus: not filtered, not answered
-                verdict = Verdict(False, "over_target", f"self_instruct.target ({cfg.target}) was reached earlier in round {number}")
-            else:
-                verdict = basic_filter(text, cfg.min_words, cfg.max_words)
-            if verdict.keep:
-                verdict = novelty.check(text)
-            if not verdict.keep:
-                reasons[verdict.reason] += 1
-                rejected.append({"seed_id": ident, "stage": "synthesize", "reason": verdict.reason, "detail": verdict.detail,
-                                 "prompt": text, "lineage": json.dumps(lineage)})
-                continue
-            novelty.add(text, ident)
-            machine.append((ident, text))
-            kept.append({"seed_id": ident, "instruction": text, "input": "", "lineage": json.dumps(lineage)})
-        rounds.append({"round": number, "proposed": len(proposals), "kept": len(kept) - before,
-                       "rejected_by_reason": dict(sorted(reasons.items())), "requests_too_long": too_long})
+        """proposals: (instruction, lineage)."""
+        def ident() -> str:
+            return f"self-instruct-r{number}-{len(found.kept) + len(found.rejected)}"
+
+        def verdict(proposal: tuple[str, dict]) -> Verdict:
+            if len(found.kept) >= cfg.target:  # the round's surplus: not filtered, not answered
+                return Verdict(False, "over_target", f"self_instruct.target ({cfg.target}) was reached earlier in round {number}")
+            v = basic_filter(proposal[0], cfg.min_words, cfg.max_words)
+            return novelty.check(proposal[0]) if v.keep else v
+
+        def keep(proposal: tuple[str, dict], v: Verdict) -> dict:
+            text, lineage = proposal
+            novelty.add(text, ident())
+            machine.append((ident(), text))
+            return {"seed_id": ident(), "instruction": text, "input": "", "lineage": json.dumps(lineage)}
+
+        def reject(proposal: tuple[str, dict], v: Verdict) -> dict:
+            return {"seed_id": ident(), "prompt": proposal[0], "lineage": json.dumps(proposal[1])}
+
+        found.check(number, proposals, verdict, keep, reject, requests_too_long=too_long)
 
     if cfg.candidates_uri:
         judge_round(0, [(s["instruction"], {"recipe": "self_instruct", "round": 0, "source": cfg.candidates_uri, "row": s["seed_id"]})
                         for s in given])
     params = {"n": 1, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p, "max_tokens": cfg.max_tokens}
     for number in range(1, cfg.max_rounds + 1):
-        if len(kept) >= cfg.target:
+        if len(found.kept) >= cfg.target:
             break
         id_of = {t: i for i, t in [*human, *machine]}
         contexts = []
@@ -103,7 +103,7 @@ def synthesize(recipe: SelfInstructRecipe, pool: list[dict], given: list[dict], 
             raise SelfInstructError(f"self_instruct: no proposal prompt of round {number} fits the teacher's context ({errors[0]}); "
                                     "raise teacher.max_model_len, lower self_instruct.max_tokens, or use shorter seed tasks")
         judge_round(number, proposals, len(errors))
-    return kept, rejected, rounds
+    return found.kept, found.rejected, found.rounds
 
 
 def write_inputs(recipe: SelfInstructRecipe, new: list[dict], pool: list[dict], stages: dict[str, float]
@@ -162,10 +162,9 @@ def self_instruct(recipe: SelfInstructRecipe) -> dict:
             rejected += no_input
     logger.info("self-instruct: %d new instructions in %d rounds (target %d)%s", len(new), len(rounds), cfg.target,
                 f"; inputs: {inputs}" if inputs else "")
-    # Rows in: every proposed candidate (kept ones go on to the teacher, the rest are rejected with
-    # their reason), plus every unusable seed or candidate record (rejected at load).
-    b = finish_rows(recipe, b, ParsedSource(seeds=new, rejects=[*pool.rejects, *given.rejects, *rejected], digest=b.source_digest))
     synthesis = {"pool": len(pool.seeds), "pool_rejects": len(pool.rejects), "candidate_rejects": len(given.rejects),
                  "target": cfg.target, "rounds": rounds, "inputs": inputs}
-    return publish_rows(recipe, b, extra={"synthesis": synthesis}, diversity_of="instruction",
-                        seed_texts=[s["instruction"] for s in pool.seeds])
+    # Rows in: every proposed candidate (kept ones go on to the teacher, the rest are rejected with
+    # their reason), plus every unusable seed or candidate record (rejected at load).
+    return staged_synthesis(recipe, b, new, [*pool.rejects, *given.rejects, *rejected], extra={"synthesis": synthesis},
+                            diversity_of="instruction", seed_texts=[s["instruction"] for s in pool.seeds])

@@ -7,12 +7,19 @@ Every stage reads staged shards and writes staged shards with a completion recor
 (distillery/stages/contract.py) under `_temporary/<recipe name>/` in the output folder.
 A rerun skips every shard whose record matches its inputs and the stage's settings:
 a killed build redoes only unfinished shards, a changed judge setting only the judge.
+
+The synthesis recipes (Self-Instruct, Evol-Instruct, WRAP, textbook, doc->query) make
+their seeds first (their teacher batches are cached task runs), stage them as
+`synthesize`, and go through the same stages from render on (`staged_synthesis`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from functools import partial
 
 import pyarrow as pa
@@ -29,14 +36,16 @@ from distillery.kd import round_logprobs, with_kd
 from distillery.progress import current as current_progress
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, format_summary, summary_from_counts
-from distillery.schema import REJECT_SCHEMA, ROW_SCHEMA, rejects_table, to_table
+from distillery.schema import PREFERENCE_SCHEMA, REJECT_SCHEMA, ROW_SCHEMA, STORED_AS, rejects_table, to_table
 from distillery.stages.contract import Record
 from distillery.stages.dedup import ApplyDrops, Signatures, drop_map, drops_digest
 from distillery.stages.engine import Filter, Fit, Generate, Judge, score_counts, staged_schema
-from distillery.stages.executor import read_rows, read_table, totals
-from distillery.stages.prompts import Render
+from distillery.stages.executor import read_rows, read_table, stage_source, totals
+from distillery.stages.preferences import Pairs
+from distillery.stages.prompts import SEED_SCHEMA, Render
+from distillery.stages.staged import nullable
 from distillery.stages.publish import Stream
-from flows.distill import Build, check_judge, engine_info, open_build, sample_table, timed, unchanged
+from flows.build import Build, check_judge, engine_info, open_build, sample_table, timed, unchanged
 from tasks.generate import EngineBatches
 from tasks.judge import judge_params
 from tasks.kd import kd_section
@@ -86,9 +95,9 @@ class Stages:
         return self.records[stage.name]
 
 
-def staged_distill(recipe: Recipe) -> dict:
-    """Build and publish a distill dataset shard by shard. Runs inside a flow."""
-    logger = get_run_logger()
+def _started(recipe: Recipe) -> tuple[Stages | None, dict | None]:
+    """The source loaded into staged seed shards and the build opened: (its stages, None),
+    or (None, the result) when this very build is already published."""
     store, root = dataset_for(recipe), staging_root(recipe)
     timings: dict[str, float] = {}
     with timed(timings, "load"):
@@ -96,24 +105,159 @@ def staged_distill(recipe: Recipe) -> dict:
     b = open_build(recipe, about["digest"], stages=timings)
     if b.published:
         store.remove_tree(STAGING)  # a build that crashed after publishing left it
-        return unchanged(recipe, b.published)
+        return None, unchanged(recipe, b.published)
     b.rows_in = about["rows_in"]
-    # render, fit, generate per teacher, (signatures), dedup, (judge, filter)
-    stages = 2 + len(recipe.teachers()) + recipe.dedup.enabled + 1 + 2 * recipe.judge.enabled
-    run = Stages(store, root, b, stages=stages, shards=len(loaded))
-    run.records["load"] = loaded
-    kd = recipe.kd
-    schema = with_kd(ROW_SCHEMA, kd.logprob_dtype) if kd.top_k else ROW_SCHEMA
-    staged = staged_schema(schema, pa.field("judge_raw", pa.string()), pa.field("duplicate_of", pa.string()))
+    run = Stages(store, root, b, stages=_stage_count(recipe, answered=False), shards=len(loaded))
+    run.records["load"], run.ran["load"] = loaded, about["shards_written"]
+    return run, None
 
-    rendered = run.run(Render(recipe.teacher.system_prompt), _files(loaded), "render")
-    teachers = recipe.teachers()
-    fit = Fit(tuple((n, m, s, p.max_tokens) for n, m, s, p in teachers), recipe.teacher.max_model_len, count=prompt_lengths)
+
+def staged_distill(recipe: Recipe) -> dict:
+    """Build and publish a distill dataset shard by shard. Runs inside a flow."""
+    run, done = _started(recipe)
+    if run is None:
+        return done
+    return finish(recipe, run, answer(recipe, run, run.records["load"]))
+
+
+def staged_preferences(recipe: Recipe) -> dict:
+    """A preference build shard by shard: the distill stages up to the judge (no score
+    filter), then per prompt a chosen/rejected pair or an exclusion (`preferences`), then
+    publish. Prompts are the unit of its accounting: rows in = pairs + prompts rejected or
+    excluded; completions rejected on the way are listed apart. Runs inside a flow."""
+    logger = get_run_logger()
+    run, done = _started(recipe)
+    if run is None:
+        return done
+    store, b = run.store, run.b
+    generated = answer(recipe, run, run.records["load"])
+    judged, counts = survivors(recipe, run, generated)
+
+    config, teacher, prefs = recipe.judge, recipe.teacher, recipe.preferences
+    judged_files = [r.files[0] for r in judged]
+    stage = Pairs(prefs.min_margin, prefs.pairwise_check, config.rubric, recipe.judge_model, teacher.batch_size,
+                  teacher.max_model_len, nullable(PREFERENCE_SCHEMA), completions=lambda shard: read_rows(store, [judged_files[shard]]),
+                  open_engine=partial(get_engine, EngineSpec.from_teacher(teacher, model=config.model or teacher.model)))
+    judged_digest = hashlib.sha256("".join(f.sha256 for f in judged_files).encode()).hexdigest()
+    final = run.run(stage, _files(run.records["fit"]), "pairwise", [judged_digest], engine=prefs.pairwise_check)
+
+    facts = totals(final)["facts"]
+    verdicts = {k.removeprefix("pairwise_"): int(v) for k, v in facts.items() if k.startswith("pairwise_")}
+    report = judge_report_from_counts(score_counts(totals(run.records["judge"])["facts"]), verdicts)
+    check_judge(recipe, report)
+    prompts, completions = Counter(), Counter()
+    for records in run.records.values():
+        for r in records:
+            for reason, n in r.rejected_by_reason:
+                (prompts if r.stage in ("load", "fit", "preferences") else completions)[reason] += n
+    gen = [r for records in generated for r in records]
+    tokens = totals(gen)["facts"]
+    pairs = sum(r.rows_out for r in final)
+    summary = {
+        "rows_in": b.rows_in,
+        "completions_per_prompt": sum(t[3].n for t in recipe.teachers()),
+        "generated": sum(r.rows_out for r in gen),
+        "kept": pairs,
+        "pairs": pairs,
+        "rejected": sum(prompts.values()),
+        "rejected_by_reason": dict(sorted(prompts.items())),
+        "completions_rejected_by_reason": dict(sorted(completions.items())),
+        "prompt_tokens": int(tokens.get("prompt_tokens", 0)),
+        "completion_tokens": int(tokens.get("completion_tokens", 0)),
+        "judge_score_mean": report["mean"],
+        "dedup_clusters": counts.get("clusters", 0),
+        "judge_report": report,
+    }
+    summary["staged_shards"] = {name: {"shards": len(records), "ran": run.ran.get(name, len(records))}
+                                for name, records in run.records.items()}
+    if summary["rows_in"] != summary["pairs"] + summary["rejected"]:
+        raise RuntimeError(f"prompt accounting failed: {summary['rows_in']} in != {summary['pairs']} pairs + {summary['rejected']} excluded")
+    sample = [{"seed_id": r["seed_id"], "prompt": r["prompt"][-1]["content"][:300], "chosen": r["chosen"][0]["content"][:300],
+               "rejected": r["rejected"][0]["content"][:300], "score_chosen": r["score_chosen"], "score_rejected": r["score_rejected"]}
+              for r in _first_rows(store, final)]
+    manifest = publish_staged(recipe, b, store, run, final, summary, schema=PREFERENCE_SCHEMA)
+    store.remove_tree(STAGING)
+    publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample)
+    logger.info("preference dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))
+    return {"output": recipe.output.uri, "run_id": b.run_id, "summary": manifest["summary"], "shards": manifest["shards"]}
+
+
+def staged_synthesis(recipe: Recipe, b: Build, rows: list[dict], rejected: list[dict], extra: dict | None = None,
+                     diversity_of: str = "response", seed_texts: Sequence[str] = (), answered: bool = False,
+                     tokens: tuple[int, int] = (0, 0), after_judge=None) -> dict:
+    """What a synthesis recipe made, through the shared stages shard by shard, then published.
+
+    `rows` are seeds (instruction, input, lineage) to answer, or with `answered` finished
+    rows (doc->query's pairs) that go straight to dedup; `rejected` are the candidates
+    rejected on the way (stage 'load' or 'synthesize'). They are staged as the
+    'synthesize' stage (and 'load', for records rejected there), keyed by their content,
+    so a rerun that synthesizes the same rows skips every finished shard after them.
+    `tokens` are the teacher's (prompt, completion) tokens of answered rows;
+    `after_judge` is a stage run between the judge and the score filter (evol's refusals)."""
+    store, root = dataset_for(recipe), staging_root(recipe)
+    b.rows_in = len(rows) + len(rejected)
+    schema = staged_row_schema(recipe) if answered else SEED_SCHEMA
+    run = Stages(store, root, b, stages=_stage_count(recipe, answered) + 1 + (after_judge is not None),
+                 shards=max(1, -(-len(rows) // recipe.output.stage_rows)))
+    seeds = _stage_synthesized(run, recipe, rows, rejected, schema)
+    generated = [seeds] if answered else answer(recipe, run, seeds)
+    return finish(recipe, run, generated, extra, diversity_of, seed_texts, tokens if answered else None, after_judge)
+
+
+def _stage_synthesized(run: Stages, recipe: Recipe, rows: list[dict], rejected: list[dict], schema: pa.Schema) -> list[Record]:
+    """Synthesized rows as staged shards of `output.stage_rows` (stage 'synthesize'), the
+    rejects with them; rejects of stage 'load' (unusable source records) as stage 'load'."""
+    stray = {r.get("stage") for r in rejected} - {"load", "synthesize"}
+    if stray:
+        raise ValueError(f"synthesis rejects must be at stage 'load' or 'synthesize', not {sorted(stray)}")
+    content = json.dumps([rows, rejected], sort_keys=True, default=str).encode()
+    key = hashlib.sha256(f"{run.b.key}\0{hashlib.sha256(content).hexdigest()}".encode()).hexdigest()
+    at_load = [r for r in rejected if r["stage"] == "load"]
+    at_synthesis = [r for r in rejected if r["stage"] == "synthesize"]
+    size = recipe.output.stage_rows
+    chunks = [rows[i : i + size] for i in range(0, len(rows), size)] or [[]]
+    with timed(run.b.stages, "synthesize"):
+        if at_load:
+            run.records["load"], run.ran["load"] = stage_source(run.store, run.root, "load", key, [([], at_load, len(at_load))], schema)
+        shards = [(chunk, at_synthesis if i == 0 else [], len(chunk) + (len(at_synthesis) if i == 0 else 0))
+                  for i, chunk in enumerate(chunks)]
+        records, run.ran["synthesize"] = stage_source(run.store, run.root, "synthesize", key, shards, schema)
+    run.records["synthesize"] = records
+    return records
+
+
+def _stage_count(recipe: Recipe, answered: bool) -> int:
+    """Stages after the source, for the progress artifact: render, fit, generate per teacher
+    (unless answered), (signatures), dedup, (judge, filter)."""
+    answering = 0 if answered else 2 + len(recipe.teachers())
+    return answering + recipe.dedup.enabled + 1 + 2 * recipe.judge.enabled
+
+
+def published_schema(recipe: Recipe) -> pa.Schema:
+    return with_kd(ROW_SCHEMA, recipe.kd.logprob_dtype) if recipe.kd.top_k else ROW_SCHEMA
+
+
+def staged_row_schema(recipe: Recipe) -> pa.Schema:
+    """Rows between generation and publish: the published schema, nullable, plus the judge's
+    raw reply and dedup's duplicate_of."""
+    return staged_schema(published_schema(recipe), pa.field("judge_raw", pa.string()), pa.field("duplicate_of", pa.string()))
+
+
+def answer(recipe: Recipe, run: Stages, seeds: list[Record]) -> list[list[Record]]:
+    """Render, fit, and every teacher's completions: per teacher, its generated shards."""
+    rendered = run.run(Render(recipe.teacher.system_prompt), _files(seeds), "render")
+    fit = Fit(tuple((n, m, s, p.max_tokens) for n, m, s, p in recipe.teachers()), recipe.teacher.max_model_len, count=prompt_lengths)
     fitted = run.run(fit, _files(rendered), "render")
-    b.stages.setdefault("engine_start", 0.0)
-    generated = _generate(recipe, run, fitted, staged)
-    per_shard = [[g[i].files[0] for g in generated] for i in range(len(fitted))]
+    run.b.stages.setdefault("engine_start", 0.0)
+    return _generate(recipe, run, fitted, staged_row_schema(recipe))
 
+
+def survivors(recipe: Recipe, run: Stages, generated: list[list[Record]]) -> tuple[list[Record], dict]:
+    """Dedup across every teacher's shards (shard i of each teacher into shard i), then the
+    judge on what is left. Returns the shards and the dedup counts."""
+    store, root, b = run.store, run.root, run.b
+    staged = staged_row_schema(recipe)
+    per_shard = [[g[i].files[0] for g in generated] for i in range(len(generated[0]))]
     drops, counts = drop_map([]), {"clusters": 0, "digest": drops_digest([])}
     if recipe.dedup.enabled:
         config = recipe.dedup
@@ -121,26 +265,43 @@ def staged_distill(recipe: Recipe) -> dict:
         with timed(b.stages, "dedup"):
             drop_file, counts = duplicates(store, root, sigs, recipe)
         drops = shard_drops(store, drop_file)
-    deduped = run.run(ApplyDrops(drops, staged, counts["digest"]), per_shard, "dedup", [counts["digest"]])
-    final, report = deduped, None
+    final = run.run(ApplyDrops(drops, staged, counts["digest"]), per_shard, "dedup", [counts["digest"]])
     if recipe.judge.enabled:
-        judged = _judge(recipe, run, deduped, staged)
-        final = run.run(Filter(recipe.judge.min_score, staged), _files(judged), "filter")
+        final = _judge(recipe, run, final, staged)
+    return final, counts
 
-    summary = _summary(recipe, run, generated, final, counts)
-    summary["staged_shards"] = {name: {"shards": len(records), "ran": run.ran.get(name, len(records) if name != "load" else about["shards_written"])}
+
+def finish(recipe: Recipe, run: Stages, generated: list[list[Record]], extra: dict | None = None,
+           diversity_of: str = "response", seed_texts: Sequence[str] = (), tokens: tuple[int, int] | None = None,
+           after_judge=None) -> dict:
+    """Dedup, judge, filter, accounting, publish: the end every staged build shares."""
+    logger = get_run_logger()
+    store, b = run.store, run.b
+    final, counts = survivors(recipe, run, generated)
+    if after_judge is not None:
+        final = run.run(after_judge, _files(final), after_judge.name)
+        synthesis = {**(extra or {}).get("synthesis", {}), after_judge.summary_key: totals(final)["rejected"]}
+        extra = {**(extra or {}), "synthesis": synthesis}
+    if recipe.judge.enabled:
+        final = run.run(Filter(recipe.judge.min_score, staged_row_schema(recipe)), _files(final), "filter")
+
+    summary = _summary(recipe, run, generated, final, counts, tokens)
+    summary["staged_shards"] = {name: {"shards": len(records), "ran": run.ran.get(name, len(records))}
                                 for name, records in run.records.items()}
+    report = None
     if recipe.judge.enabled:
         report = judge_report_from_counts(score_counts(totals(run.records["judge"])["facts"]))
         check_judge(recipe, report)
     summary["judge_report"] = report
+    summary.update(extra or {})
     with timed(b.stages, "diversity"):
-        summary["diversity"] = diversity_report(_sample_texts(store, final), [], recipe.dedup.threshold, recipe.dedup.ngram)
+        summary["diversity"] = diversity_report(_sample_texts(store, final, diversity_of), list(seed_texts),
+                                                recipe.dedup.threshold, recipe.dedup.ngram)
     problems = accounting_errors(summary)
     if problems:
         raise RuntimeError("row accounting failed: " + "; ".join(problems))
     sample = sample_table(_first_rows(store, final))
-    manifest = publish_staged(recipe, b, store, run, final, schema, summary)
+    manifest = publish_staged(recipe, b, store, run, final, summary)
     if recipe.dedup.enabled and recipe.dedup.update_index:
         total = update_index_from(store, [r.files[0] for r in final], recipe.dedup, recipe.storage)
         logger.info("dedup index %s now holds %d rows", recipe.dedup.index_uri, total)
@@ -198,15 +359,17 @@ def _judge(recipe: Recipe, run: Stages, deduped: list[Record], staged: pa.Schema
             shown.end()
 
 
-def _summary(recipe: Recipe, run: Stages, generated: list[list[Record]], final: list[Record], counts: dict) -> dict:
+def _summary(recipe: Recipe, run: Stages, generated: list[list[Record]], final: list[Record], counts: dict,
+             tokens: tuple[int, int] | None = None) -> dict:
     rejected: Counter = Counter()
     for records in run.records.values():
         for r in records:
-            stage = r.stage if r.stage != "fit" else "render"
             for reason, n in r.rejected_by_reason:
-                rejected[(_reject_stage(stage), reason)] += n
+                rejected[(_reject_stage(r.stage), reason)] += n
     gen = [r for records in generated for r in records]
     facts = totals(gen)["facts"]
+    if tokens is not None:
+        facts = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
     filtered = totals(final)["facts"] if recipe.judge.enabled else {}
     mean = round(filtered["score_sum"] / filtered["scored"], 3) if filtered.get("scored") else None
     return summary_from_counts(run.b.rows_in, sum(t[3].n for t in recipe.teachers()), sum(r.rows_out for r in gen),
@@ -214,8 +377,11 @@ def _summary(recipe: Recipe, run: Stages, generated: list[list[Record]], final: 
                                int(facts.get("completion_tokens", 0)), mean, counts.get("clusters", 0), run.b.stages)
 
 
+REPORTED_AS = {"fit": "render", "refusal": "filter"}  # the stage a reject is counted at, where it differs
+
+
 def _reject_stage(stage: str) -> str:
-    return "generate" if stage.startswith("generate-") else stage
+    return "generate" if stage.startswith("generate-") else REPORTED_AS.get(stage, stage)
 
 
 def _sample_texts(store, final: list[Record], column: str = "response") -> list[str]:
@@ -223,7 +389,7 @@ def _sample_texts(store, final: list[Record], column: str = "response") -> list[
     for r in final:
         if len(texts) >= DIVERSITY_SAMPLE:
             break
-        texts += [t or "" for t in read_table(store, r.files[0]).column(column).to_pylist()]
+        texts += [t or "" for t in read_table(store, r.files[0]).column(STORED_AS.get(column, column)).to_pylist()]
     return texts[:DIVERSITY_SAMPLE]
 
 
@@ -236,14 +402,17 @@ def _first_rows(store, final: list[Record], count: int = 10) -> list[dict]:
     return rows[:count]
 
 
-def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Record], schema: pa.Schema, summary: dict) -> dict:
-    """The kept rows and every stage's rejects, cut from the staged shards into the final
-    ones a part at a time; manifest last."""
-    created = b.created_at
+def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Record], summary: dict,
+                   schema: pa.Schema | None = None) -> dict:
+    """The kept rows (of `schema`: by default the recipe's row schema) and every stage's
+    rejects, cut from the staged shards into the final ones a part at a time; manifest last."""
+    created, kd = b.created_at, bool(recipe.kd.top_k) and schema is None
+    schema = schema or published_schema(recipe)
 
     def kept(file) -> pa.Table:
-        table = to_table([{**row, "run_id": b.run_id} for row in read_rows(store, [file])], schema)
-        return round_logprobs(table, recipe.kd.logprob_bits) if recipe.kd.top_k else table
+        rows = [{**row, "run_id": b.run_id, "created_at": row.get("created_at") or created} for row in read_rows(store, [file])]
+        table = to_table(rows, schema)
+        return round_logprobs(table, recipe.kd.logprob_bits) if kd else table
 
     def rejected(file) -> pa.Table:
         return rejects_table([{**row, "run_id": b.run_id, "created_at": created} for row in read_rows(store, [file])])
@@ -253,7 +422,7 @@ def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Rec
                Stream([(partial(rejected, f), f.rows) for f in rejected_files], "rejected", "rejected", REJECT_SCHEMA)]
     with timed(b.stages, "write"):
         kd_info, files = (None, None)
-        if recipe.kd.top_k:
+        if kd:
             kd_info, files = kd_section(recipe, [])
             kd_info["entries"] = sum(_kd_entries(store, r.files[0]) for r in final)
         summary["stage_seconds"] = {k: round(v, 3) for k, v in b.stages.items()}

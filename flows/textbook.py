@@ -19,47 +19,42 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 
 from prefect import flow, get_run_logger
 
-from distillery.sources import ParsedSource
-from distillery.textbook import TextbookRecipe, check_exercise, exercise_seed, exercises_request, section_seed, seed_pairs, split_exercises
-from flows.distill import finish_rows, open_build, publish_rows, synthesizing, unchanged
+from distillery.recipes.rounds import Rounds, Verdict
+from distillery.recipes.textbook import TextbookRecipe, check_exercise, exercise_seed, exercises_request, section_seed, seed_pairs, split_exercises
+from flows.build import open_build, synthesizing, unchanged
+from flows.staged import staged_synthesis
 from tasks.synthesis import run_batches
 
 
 def write_exercises(recipe: TextbookRecipe, pairs: list[dict], stages: dict[str, float]) -> tuple[list[dict], list[dict], list[dict]]:
     """(exercise seeds, rejected exercises, per-round counts). Runs inside a flow."""
     cfg = recipe.textbook
-    kept, rejected, rounds = [], [], []
+    found = Rounds()
 
-    def reject(seed_id: str, pair: dict, reason: str, detail: str, text: str, source: str, index: int | None) -> None:
-        seed = exercise_seed(pair, text, seed_id, source, index)
-        rejected.append({"seed_id": seed_id, "stage": "synthesize", "reason": reason, "detail": detail, "prompt": text,
-                         "lineage": seed["lineage"]})
+    def verdict(item: tuple) -> Verdict:
+        _, _, text, _, _, reason, detail = item
+        return Verdict(False, reason, detail) if reason is not None else check_exercise(text, cfg.min_words, cfg.max_words)
+
+    def keep(item: tuple, v: Verdict) -> dict:
+        seed_id, pair, text, source, index, _, _ = item
+        return exercise_seed(pair, text, seed_id, source, index)
+
+    def reject(item: tuple, v: Verdict) -> dict:
+        seed_id, pair, text, source, index, _, _ = item
+        return {"seed_id": seed_id, "prompt": text, "lineage": exercise_seed(pair, text, seed_id, source, index)["lineage"]}
 
     def check_round(number: int, items: list[tuple]) -> None:
         """items: (id, pair, exercise text, source, index, reason or None, detail)."""
-        reasons: Counter[str] = Counter()
-        before = len(kept)
-        for seed_id, pair, text, source, index, reason, detail in items:
-            if reason is None:
-                v = check_exercise(text, cfg.min_words, cfg.max_words)
-                reason, detail = v.reason, v.detail
-            if reason is not None:
-                reasons[reason] += 1
-                reject(seed_id, pair, reason, detail, text, source, index)
-            else:
-                kept.append(exercise_seed(pair, text, seed_id, source, index))
-        rounds.append({"round": number, "proposed": len(items), "kept": len(kept) - before,
-                       "rejected_by_reason": dict(sorted(reasons.items()))})
+        found.check(number, items, verdict, keep, reject)
 
     if cfg.extra_exercises:
         check_round(0, [(f"textbook-given-{n}", {"pair": "given", "topic": e.topic, "audience": e.audience},
                          e.exercise.strip(), "recipe", n, None, None) for n, e in enumerate(cfg.extra_exercises)])
     if cfg.exercises_per_section == 0:
-        return kept, rejected, rounds
+        return found.kept, found.rejected, found.rounds
     params = {"n": 1, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p, "max_tokens": cfg.max_tokens,
               "seed": cfg.seed}
     out = run_batches([exercises_request(p, cfg.exercises_per_section) for p in pairs], recipe, params, "propose-exercises", stages,
@@ -84,7 +79,7 @@ def write_exercises(recipe: TextbookRecipe, pairs: list[dict], stages: dict[str,
             else:
                 items.append((ident, pair, text, "teacher", k, None, None))
     check_round(1, items)
-    return kept, rejected, rounds
+    return found.kept, found.rejected, found.rounds
 
 
 @flow(name="textbook", log_prints=True, validate_parameters=True)
@@ -102,8 +97,7 @@ def textbook(recipe: TextbookRecipe) -> dict:
     with synthesizing(b.stages):
         exercises, rejected, rounds = write_exercises(recipe, pairs, b.stages)
     logger.info("textbook: %d pairs, %d sections, %d exercises kept, %d rejected", len(pairs), len(sections), len(exercises), len(rejected))
-    # Rows in: every section prompt, every exercise the teacher or the recipe wrote, every request that gave none.
-    b = finish_rows(recipe, b, ParsedSource(seeds=[*sections, *exercises], rejects=rejected, digest=digest))
     synthesis = {"pairs": len(pairs), "sections": len(sections), "exercises_asked": len(pairs) * cfg.exercises_per_section,
                  "exercises_kept": len(exercises), "rounds": rounds}
-    return publish_rows(recipe, b, extra={"synthesis": synthesis}, diversity_of="response")
+    # Rows in: every section prompt, every exercise the teacher or the recipe wrote, every request that gave none.
+    return staged_synthesis(recipe, b, [*sections, *exercises], rejected, extra={"synthesis": synthesis}, diversity_of="response")

@@ -6,13 +6,10 @@ from prefect.cache_policies import NONE
 from distillery.adapters.engine import EngineSpec, get_engine
 from distillery.generation import batched
 from distillery.judge import (
-    PAIRWISE_CHOICES,
     absolute_messages,
     absolute_regex,
     apply_judgements,
     filter_by_score,
-    pairwise_messages,
-    swap_verdict,
 )
 from distillery.progress import current as current_progress
 from distillery.prompts import over_budget
@@ -58,28 +55,6 @@ def _judge_batches(engine, rows, config, teacher, params, extra, model, logger) 
         scored += apply_judgements([r for r, _ in fits], [o[0] for o in outputs], model, config.aspects, config.method)
         logger.info("judged %d/%d rows (%s)", len(scored) + len(rejected), len(rows), config.method)
     return scored, rejected
-
-
-@task(name="pairwise-judge", cache_policy=NONE, tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died)
-def pairwise(pairs: list[tuple[dict, dict]], config: JudgeConfig, teacher: TeacherConfig) -> list[str]:
-    """For each (x, y): ask both orders and combine into 'x', 'y', 'tie' or 'inconsistent'."""
-    if not pairs:
-        return []
-    engine = get_engine(EngineSpec.from_teacher(teacher, model=config.model or teacher.model))
-    params = {"n": 1, "temperature": 0.0, "max_tokens": 4}
-    convs = []
-    for x, y in pairs:
-        convs.append(pairwise_messages(config.rubric, x["prompt"], x["response"], y["response"]))
-        convs.append(pairwise_messages(config.rubric, x["prompt"], y["response"], x["response"]))
-    lengths = engine.count_prompt_tokens(convs)
-    fits = [n + params["max_tokens"] <= teacher.max_model_len for n in lengths]
-    answers: list[str | None] = [None] * len(convs)
-    ok = [i for i, f in enumerate(fits) if f]
-    for batch in batched(ok, teacher.batch_size):
-        outputs = engine.chat([convs[i] for i in batch], params, choice=PAIRWISE_CHOICES)
-        for i, o in zip(batch, outputs):
-            answers[i] = o[0]["response"]
-    return [swap_verdict(answers[2 * k], answers[2 * k + 1]) for k in range(len(pairs))]
 
 
 @task(name="filter", cache_policy=NONE)

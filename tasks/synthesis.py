@@ -1,5 +1,5 @@
-"""Teacher batches for the synthesis recipes (proposing, evolving, writing exercises):
-one cached task run per `teacher.batch_size` conversations.
+"""Teacher batches for the synthesis recipes (proposing, evolving, writing exercises or
+queries): one cached task run per `teacher.batch_size` conversations.
 
 A batch is cached by content (its conversations, the engine settings, the sampling
 settings, and the code version), so a rerun of a crashed build replays the batches it
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 
 from prefect import task
 from prefect.utilities.annotations import quote
@@ -20,18 +19,20 @@ from distillery.adapters.engine import EngineSpec, get_engine
 from distillery.generation import batched
 from distillery.prompts import over_budget
 from distillery.recipe import Recipe
+from distillery.stages.contract import code_digest
 from tasks.generate import code_version
 from tasks.retry import ENGINE_TAG, engine_died
 
-
-_THIS = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # a change here changes what a batch returns
+KEEP = ("response", "finish_reason", "prompt_tokens", "completion_tokens", "sample_index")  # of each sample
 
 
 def batch_key(context, parameters: dict) -> str:
+    """The batch's content, engine and sampling settings, and the code that shapes its
+    result (functions, not files: a comment change keeps cached batches)."""
     convs = parameters["conversations"]
     convs = convs.unquote() if isinstance(convs, quote) else convs
     blob = json.dumps([convs, parameters["spec"].__dict__, parameters["params"], parameters.get("continue_final", False),
-                       code_version(), _THIS], sort_keys=True, default=str)
+                       code_version(), code_digest([teacher_batch.fn, over_budget])], sort_keys=True, default=str)
     return "distillery-synthesis-" + hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -39,9 +40,10 @@ def batch_key(context, parameters: dict) -> str:
       persist_result=True)
 def teacher_batch(conversations: list[list[dict]], spec: EngineSpec, params: dict,
                   continue_final: bool = False) -> tuple[list[dict], float]:
-    """One engine batch: per conversation {response, finish_reason}, or {error} for one whose
-    prompt does not fit the context with max_tokens (the engine would refuse the batch).
-    Also the seconds spent opening the engine (0 if it was open)."""
+    """One engine batch: per conversation {response, finish_reason} of its first sample and
+    `samples` (all n, with their token counts), or {error} for one whose prompt does not fit
+    the context with max_tokens (the engine would refuse the batch). Also the seconds spent
+    opening the engine (0 if it was open)."""
     started = time.perf_counter()
     engine = get_engine(spec)
     opened = time.perf_counter() - started
@@ -50,7 +52,8 @@ def teacher_batch(conversations: list[list[dict]], spec: EngineSpec, params: dic
     out: list[dict] = [{"error": w} for w in why]
     done = engine.chat([conversations[i] for i in fits], params, continue_final=continue_final)
     for i, samples in zip(fits, done):
-        out[i] = {"response": samples[0]["response"], "finish_reason": samples[0]["finish_reason"]}
+        out[i] = {"response": samples[0]["response"], "finish_reason": samples[0]["finish_reason"],
+                  "samples": [{k: s[k] for k in KEEP} for s in samples]}
     return out, opened
 
 

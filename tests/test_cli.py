@@ -12,7 +12,7 @@ from conftest import ROOT, SEEDS
 
 
 def distillery(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return procs.run([sys.executable, "-m", "distillery.cli", *args], timeout=600, cwd=cwd)
+    return procs.run([sys.executable, "-m", "distillery.commands.cli", *args], timeout=600, cwd=cwd)
 
 
 def assert_one_clear_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -59,7 +59,7 @@ def test_local_prefect_api_that_does_not_start_is_one_clear_line(tmp_path):
 
     env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1", "PREFECT_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_API_URL", None)
-    proc = procs.run([sys.executable, "-m", "distillery.cli", "run", "recipes/smoke.yaml", "--set", f"output.uri={tmp_path / 'out'}"],
+    proc = procs.run([sys.executable, "-m", "distillery.commands.cli", "run", "recipes/smoke.yaml", "--set", f"output.uri={tmp_path / 'out'}"],
                      timeout=600, cwd=ROOT, env=env)
     line = assert_one_clear_line(proc, "Prefect's local API did not start within 1 s", "distillery serve", "PREFECT_API_URL",
                                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")

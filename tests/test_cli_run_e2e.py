@@ -24,7 +24,7 @@ def test_run_is_quiet_and_shows_progress_off_a_terminal(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"), "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
     env.pop("PREFECT_API_URL", None)
-    proc = procs.run([sys.executable, "-m", "distillery.cli", "run", str(tmp_path / "r.yaml")], timeout=1500, env=env, cwd=ROOT)
+    proc = procs.run([sys.executable, "-m", "distillery.commands.cli", "run", str(tmp_path / "r.yaml")], timeout=1500, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for word in NOISE:
         assert word not in proc.stderr, (word, proc.stderr[-3000:])

@@ -97,7 +97,7 @@ class Build:
         self.env.pop("DISTILLERY_FAILPOINT", None)
 
     def cmd(self) -> list[str]:
-        return [sys.executable, "-m", "distillery.cli", "run", str(self.recipe), *self.sets]
+        return [sys.executable, "-m", "distillery.commands.cli", "run", str(self.recipe), *self.sets]
 
     def start_held(self, point: str) -> subprocess.Popen:
         """The build, held at `point`: returns once the marker names this child and it is waiting."""
@@ -173,7 +173,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_dataset(reference, results_di
     assert not ds.exists("manifest.json"), "a killed build must not be published"
     if point == "write.committed":
         assert ds.list("data"), "the shards were committed before the kill"
-        inspect = procs.run([sys.executable, "-m", "distillery.cli", "inspect", uri], timeout=600, env=build.env, cwd=ROOT)
+        inspect = procs.run([sys.executable, "-m", "distillery.commands.cli", "inspect", uri], timeout=600, env=build.env, cwd=ROOT)
         assert inspect.returncode != 0 and "no manifest.json" in inspect.stderr  # readers refuse it
 
     rerun = build.run()

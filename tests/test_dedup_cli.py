@@ -15,7 +15,7 @@ DEDUP_REJECTED = ["dedup_reason", "dedup_duplicate_of", "dedup_similarity"]
 
 
 def dedup(*args):
-    return subprocess.run([sys.executable, "-m", "distillery.cli", "dedup", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run([sys.executable, "-m", "distillery.commands.cli", "dedup", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 BROKEN = '{"id": "broken", "instruction": '

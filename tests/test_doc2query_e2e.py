@@ -19,7 +19,7 @@ CORPUS = ["seed_task_143", "seed_task_52", "seed_task_111", "seed_task_86"]  # m
 
 
 def test_doc2query_writes_round_trip_filtered_pairs(prefect_api, tmp_path):
-    from distillery.doc2query import Doc2QueryRecipe
+    from distillery.recipes.doc2query import Doc2QueryRecipe
     from flows.doc2query import doc2query
 
     answers = {r["id"]: r["instances"][0]["output"] for r in read_seeds()}
@@ -103,7 +103,7 @@ def test_doc2query_writes_round_trip_filtered_pairs(prefect_api, tmp_path):
 
 def test_doc2query_judge_scores_relevance_when_asked(prefect_api, tmp_path):
     """Optional: the shared judge scores each pair (the document as an answer to the query)."""
-    from distillery.doc2query import Doc2QueryRecipe
+    from distillery.recipes.doc2query import Doc2QueryRecipe
     from flows.doc2query import doc2query
 
     answers = {r["id"]: r["instances"][0]["output"] for r in read_seeds()}

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.engine
 
 
 def test_evol_instruct_evolves_eliminates_and_records_lineage(prefect_api, tmp_path):
-    from distillery.evol import OPERATIONS, EvolInstructRecipe
+    from distillery.recipes.evol import OPERATIONS, EvolInstructRecipe
     from flows.evol_instruct import evol_instruct
 
     seeds = read_seeds()[:3]

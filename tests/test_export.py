@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distillery.adapters.storage import StorageError, open_dataset
-from distillery.export import export_dataset
+from distillery.commands.export import export_dataset
 from distillery.prompts import render_messages
 from distillery.recipe import Recipe
 from distillery.report import build_manifest, summarize
@@ -63,7 +63,7 @@ def build(tmp_path_factory, model_dir):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "distillery.commands.cli", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_kept_shards_store_the_plain_prompt_as_prompt_text(build):

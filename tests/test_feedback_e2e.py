@@ -157,6 +157,6 @@ def test_preference_dataset_loads_in_trl_format(prefect_api, tmp_path):
 
     from conftest import ROOT
 
-    shown = subprocess.run([sys.executable, "-m", "distillery.cli", "inspect", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    shown = subprocess.run([sys.executable, "-m", "distillery.commands.cli", "inspect", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "manifest check: OK" in shown.stdout and "chosen (" in shown.stdout

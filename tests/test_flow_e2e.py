@@ -197,7 +197,7 @@ def test_rerun_gives_the_same_ids_and_replaces_shards(prefect_api, build, seed_f
 
 def test_inspect_checks_the_manifest(build, tmp_path):
     _, out = build
-    cli = [sys.executable, "-m", "distillery.cli", "inspect"]
+    cli = [sys.executable, "-m", "distillery.commands.cli", "inspect"]
     ok = subprocess.run([*cli, str(out)], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
     assert "manifest check: OK" in ok.stdout and "rows in:" in ok.stdout
@@ -251,7 +251,7 @@ def test_index_keeps_a_second_build_from_re_adding_rows(prefect_api, seed_file, 
 def test_exports_load_in_their_consumers(build, tmp_path, seed_records, fmt):
     from datasets import load_dataset
 
-    from distillery.export import export_dataset
+    from distillery.commands.export import export_dataset
 
     _, out = build
     rows = sorted(read_parts(out, "data"), key=lambda r: r["id"])
@@ -281,7 +281,7 @@ def test_exports_load_in_their_consumers(build, tmp_path, seed_records, fmt):
 
 def test_export_trusts_only_the_manifest(build, tmp_path):
     from distillery.adapters.storage import StorageError
-    from distillery.export import export_dataset
+    from distillery.commands.export import export_dataset
 
     _, out = build
     copy = tmp_path / "copy"

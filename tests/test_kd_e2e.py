@@ -140,7 +140,7 @@ def test_storage_is_compact_readable_and_recorded(kd_build):
     assert frame.schema["kd_topk_logprobs"] == pl.List(pl.List(pl.Float16))
     schema = pq.read_schema(out / manifest["shards"][0]["path"])
     assert str(schema.field("kd_token_logprobs").type) == "list<element: halffloat>"
-    shown = subprocess.run([sys.executable, "-m", "distillery.cli", "inspect", str(out)], capture_output=True, text=True, cwd=ROOT)
+    shown = subprocess.run([sys.executable, "-m", "distillery.commands.cli", "inspect", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert shown.returncode == 0 and f"soft targets: top-{K} raw_logprobs as float16" in shown.stdout
 
 
@@ -190,7 +190,7 @@ def test_kd_check_accepts_the_teacher_and_refuses_another_vocabulary(kd_build, t
     from distillery.adapters.models import resolve_model
 
     _, out = kd_build
-    cli = [sys.executable, "-m", "distillery.cli", "kd-check", str(out), "--student"]
+    cli = [sys.executable, "-m", "distillery.commands.cli", "kd-check", str(out), "--student"]
     same = subprocess.run([*cli, resolve_model("smollm2-135m-instruct")], capture_output=True, text=True, cwd=ROOT)
     assert same.returncode == 0, same.stdout + same.stderr
     assert "kd-check: ok" in same.stdout.lower()

@@ -295,7 +295,7 @@ def test_kd_check_says_what_a_folder_without_manifest_is(tmp_path, copied):
         kd_check(str(unfinished), str(copied))
     # From the command line: one error line and exit status 2 (0: the student matches, 1: it does not).
     cli = subprocess.run(
-        [sys.executable, "-m", "distillery.cli", "kd-check", str(other), "--student", str(copied)],
+        [sys.executable, "-m", "distillery.commands.cli", "kd-check", str(other), "--student", str(copied)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert cli.returncode == 2, cli.stderr[-2000:]

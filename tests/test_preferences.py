@@ -55,3 +55,47 @@ def test_pair_prompt_without_a_system_message_is_the_user_turn_alone():
         assert [m["role"] for m in pair["prompt"]] == ["user"]
     # the system message is part of what the pair is: its id changes with it
     assert {p["id"] for p in with_system}.isdisjoint(p["id"] for p in without)
+
+
+class PairwiseStandIn:
+    """A test double for the judge's engine: prefers whichever response is not "I don't know."."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def count_prompt_tokens(self, conversations):
+        return [len(c[-1]["content"].split()) for c in conversations]
+
+    def chat(self, conversations, params, **extra):
+        self.asked += len(conversations)
+        out = []
+        for c in conversations:
+            text = c[-1]["content"]
+            first = text[:text.index("RESPONSE B")]  # the instruction and response A
+            out.append([{"response": "B" if "I don't know." in first else "A"}])
+        return out
+
+
+def test_pairs_stage_accounts_for_every_prompt_and_stages_like_any_other(tmp_path):
+    from distillery.adapters.storage import open_dataset
+    from distillery.stages.executor import run_shard
+    from distillery.stages.preferences import Pairs
+    from distillery.stages.prompts import PROMPT_SCHEMA
+    from distillery.stages.staged import encode, nullable
+    from distillery.stages.contract import StagedFile
+
+    rows = completions(SYSTEM)
+    prompts = [{k: r[k] for k in ("seed_id", "instruction", "input", "prompt", "messages")} for r in rows[::2]]
+    prompts.append({**prompts[0], "seed_id": "unanswered"})  # every completion of it deduped away
+    rows += [{**rows[0], "id": "tie-a", "seed_id": "tied", "judge_score": 5}, {**rows[1], "id": "tie-b", "seed_id": "tied", "judge_score": 5}]
+    prompts.append({**prompts[0], "seed_id": "tied"})
+    store = open_dataset(str(tmp_path))
+    data, sha = encode(prompts, PROMPT_SCHEMA)
+    store.write("in/part-00000.parquet", data)
+    engine = PairwiseStandIn()
+    stage = Pairs(1.0, True, "rubric", "judge", 8, 2048, nullable(PREFERENCE_SCHEMA), completions=lambda shard: rows,
+                  open_engine=lambda: engine)
+    record, ran = run_shard(store, "_temporary/t", stage, 0, [StagedFile("in/part-00000.parquet", sha, len(data), len(prompts))])
+    assert ran and record.rows_in == 6 and record.rows_out == 4 and record.rejected == 2
+    assert dict(record.rejected_by_reason) == {"score_tie": 1, "too_few_completions": 1}
+    assert dict(record.facts)["pairwise_x"] == 4 and engine.asked == 8  # both orders of every pair

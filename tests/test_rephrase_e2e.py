@@ -15,8 +15,8 @@ pytestmark = pytest.mark.engine
 
 
 def test_rephrase_chunks_styles_and_records_spans(prefect_api, tmp_path):
-    from distillery.rephrase import STYLES
-    from distillery.rephrase import RephraseRecipe
+    from distillery.recipes.rephrase import STYLES
+    from distillery.recipes.rephrase import RephraseRecipe
     from flows.rephrase import rephrase
 
     answers = {r["id"]: r["instances"][0]["output"] for r in read_seeds()}

@@ -51,7 +51,7 @@ def test_killed_build_resumes_only_unfinished_shards(prefect_api, tmp_path):
     recipe_file.write_text(yaml.safe_dump(data))
     # A cache of its own: the rerun must regenerate what the killed run had not recorded.
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
-    cmd = [sys.executable, "-m", "distillery.cli", "run", str(recipe_file)]
+    cmd = [sys.executable, "-m", "distillery.commands.cli", "run", str(recipe_file)]
 
     child = procs.spawn(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 900  # engine start and two shards, on a busy machine

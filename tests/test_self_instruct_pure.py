@@ -8,7 +8,7 @@ from distillery.diversity import distinct_n, diversity_report
 import pytest
 from pydantic import ValidationError
 
-from distillery.self_instruct import (
+from distillery.recipes.self_instruct import (
     INPUT_STOP,
     NoveltyIndex,
     SelfInstructConfig,

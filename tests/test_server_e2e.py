@@ -31,7 +31,7 @@ def server(tmp_path_factory):
 
 
 def trigger(env, *args):
-    return procs.run([sys.executable, "-m", "distillery.cli", "trigger", *args], timeout=1200, env=env, cwd=ROOT)
+    return procs.run([sys.executable, "-m", "distillery.commands.cli", "trigger", *args], timeout=1200, env=env, cwd=ROOT)
 
 
 def client(env):

@@ -223,6 +223,49 @@ def test_publishing_a_stream_gives_the_shards_publishing_a_table_does(tmp_path):
     assert not (tmp_path / "streamed" / "_temporary").exists()
 
 
+def test_two_builds_into_one_output_publish_one_and_tell_the_other(tmp_path):
+    """Builds A and B of one recipe into one output share its staging area; A publishes
+    first and clears it. B then either finds a staged shard gone, or (if it had read them
+    all) is refused at publish: one dataset, A's, and a clear conflict for B."""
+    from distillery.adapters.storage import PublishConflict
+    from distillery.recipe import Recipe
+    from distillery.report import MANIFEST, build_manifest, summarize
+    from distillery.schema import rejects_table
+    from distillery.stages.executor import StagedShardMissing
+    from tasks.write import STAGING, publish_stream
+
+    store = open_dataset(str(tmp_path))
+    data = seed_bytes()
+    a = build_stages(store, data)
+    b = build_stages(store, data)  # started beside A: A's finished shards serve B too
+    assert [b[name][1] for name in ("render", "signatures", "dedup")] == [0, 0, 0]
+    schema = read_table(store, a["dedup"][0][0].files[0]).schema
+    read_by_b = [read_table(store, r.files[0]) for r in b["dedup"][0][:-1]]  # all but B's last shard
+
+    def publish(run_id: str, tables: list[pa.Table]) -> dict:
+        rows = [row for t in tables for row in t.to_pylist()]
+
+        def make(data_, rejects):
+            return build_manifest("t", run_id, "2026-12-03T00:00:00+00:00", Recipe().model_dump(mode="json"), {}, data_, rejects,
+                                  summarize(len(rows), 1, len(rows), rows, [], {}), {}, key=run_id, attempt=run_id)
+
+        streams = [Stream([(lambda t=t: t, t.num_rows) for t in tables], "data", "train", schema),
+                   Stream([], "rejected", "rejected", rejects_table([]).schema)]
+        return publish_stream(store, streams, ShardSpec(rows_per_shard=50), make, None, run_id)
+
+    manifest = publish("run-A", [read_table(store, r.files[0]) for r in a["dedup"][0]])
+    store.remove_tree(STAGING)  # as the flow does once A is published
+    with pytest.raises(StagedShardMissing, match="another build into the same output probably published"):
+        read_table(store, b["dedup"][0][-1].files[0])
+    with pytest.raises(PublishConflict, match="another writer published run run-A"):
+        publish("run-B", read_by_b)
+    assert json.loads(store.read(MANIFEST))["run_id"] == "run-A"
+    published = [row["seed_id"] for e in manifest["shards"] if e["path"].startswith("data/")
+                 for row in pq.read_table(tmp_path / e["path"]).to_pylist()]
+    assert len(published) == 175 and len(set(published)) == 175  # A's rows, each once; nothing of B's
+    assert not (tmp_path / STAGING).exists() or not any((tmp_path / STAGING).iterdir())
+
+
 class StandInEngine:
     """A test double for the engine around which the engine stages are written: answers
     every conversation with its last message reversed, scores by length."""

@@ -34,7 +34,7 @@ def recipe_data(out: Path, min_score: int) -> dict:
 
 
 def test_textbook_writes_sections_and_exercises_judged_for_educational_value(prefect_api, tmp_path):
-    from distillery.textbook import EDUCATIONAL_RUBRIC, TextbookRecipe
+    from distillery.recipes.textbook import EDUCATIONAL_RUBRIC, TextbookRecipe
     from flows.textbook import textbook
 
     result = textbook(TextbookRecipe.model_validate(recipe_data(tmp_path / "a", min_score=1)))

@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from distillery.export import export_dataset
+from distillery.commands.export import export_dataset
 from distillery.recipe import build_recipe
 
 from conftest import SEEDS, published, tiny_recipe_dict

@@ -1,4 +1,4 @@
-"""Prompt-synthesis recipes end to end on the default model, small inputs, short outputs.
+"""Self-Instruct end to end on the default model, small inputs, short outputs.
 Each filter must act on a planted case, and every row must carry its lineage."""
 
 from __future__ import annotations

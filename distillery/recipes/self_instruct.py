@@ -28,6 +28,7 @@ from pydantic import Field
 
 from distillery.minhash import permutations, signatures
 from distillery.recipe import Recipe, _WordBounds
+from distillery.recipes.rounds import Verdict
 
 # The paper's filter list (its code filters instructions that mention these: a text model cannot do them).
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
@@ -92,13 +93,6 @@ def rouge_l(a: Sequence[str], b: Sequence[str]) -> float:
         return 0.0
     p, r = lcs / len(b), lcs / len(a)
     return 2 * p * r / (p + r)
-
-
-@dataclass
-class Verdict:
-    keep: bool
-    reason: str | None = None
-    detail: str | None = None
 
 
 def basic_filter(instruction: str, min_words: int, max_words: int) -> Verdict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -22,6 +21,7 @@ from pydantic import Field, model_validator
 from rank_bm25 import BM25Okapi
 
 from distillery.recipe import Recipe, _Strict, _WordBounds
+from distillery.recipes.rounds import Verdict
 from distillery.text import STOPWORDS
 
 MAX_EXAMPLES = 8  # Promptagator's few-shot budget
@@ -70,15 +70,6 @@ def bm25_tokens(text: str) -> list[str]:
     return [t for t in re.findall(r"\w+", text.lower()) if t not in STOPWORDS]
 
 
-@dataclass
-class Verdict:
-    keep: bool
-    reason: str | None = None
-    detail: str | None = None
-    rank: int | None = None
-    score: float | None = None
-
-
 def length_check(query: str, min_words: int, max_words: int) -> Verdict:
     n = len(query.split())
     if n < min_words or n > max_words:
@@ -115,8 +106,8 @@ class RoundTrip:
         if score <= 0.0 or rank > top_k:
             why = "; no query term weighs in it" if score <= 0.0 else ""
             return Verdict(False, "bm25_roundtrip", f"{doc_id!r} ranks {rank} of {len(self)} for this query (BM25 score "
-                           f"{score:.2f}{why}; top hit {best!r}); top_k is {top_k}", rank, score)
-        return Verdict(True, rank=rank, score=score)
+                           f"{score:.2f}{why}; top hit {best!r}); top_k is {top_k}", {"rank": rank, "score": score})
+        return Verdict(True, facts={"rank": rank, "score": score})
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from distillery.recipe import Recipe, _WordBounds
-from distillery.self_instruct import Verdict, lcs_length, tokens
+from distillery.recipes.rounds import Verdict
+from distillery.recipes.self_instruct import lcs_length, tokens
 from distillery.text import STOPWORDS
 
 IN_DEPTH = ("add_constraints", "deepen", "concretize", "increase_reasoning", "complicate_input")
@@ -179,6 +180,18 @@ def is_refusal(response: str, max_words: int = 80) -> Verdict:
     if hit and words < max_words:
         return Verdict(False, "refusal", f"the answer says {hit!r} in {words} words (< {max_words})")
     return Verdict(True)
+
+
+def split_refusals(rows: list[dict], max_words: int) -> tuple[list[dict], list[dict]]:
+    """Check (c) on the teacher's answers: (kept, rejected as 'refusal')."""
+    kept, refused = [], []
+    for row in rows:
+        v = is_refusal(row.get("response") or "", max_words)
+        if v.keep:
+            kept.append(row)
+        else:
+            refused.append({**row, "stage": "filter", "reason": v.reason, "detail": v.detail})
+    return kept, refused
 
 
 # ---- the recipe ----

@@ -129,7 +129,7 @@ def _kd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from distillery.inspect import inspect_dataset
+    from distillery.commands.inspect import inspect_dataset
 
     report, ok = inspect_dataset(args.output, rows=args.rows)
     print(report)
@@ -138,7 +138,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from distillery.dedup import DedupParams
-    from distillery.dedup_job import run_dedup
+    from distillery.commands.dedup_job import run_dedup
 
     if args.update_index and not args.index:
         print("distillery: error: --update-index needs --index DIR", file=sys.stderr)
@@ -195,7 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distillery.export import export_dataset
+    from distillery.commands.export import export_dataset
 
     done = export_dataset(args.output, args.format, args.to)
     print(f"exported {done['rows']} rows as {args.format} to {done['path']}")

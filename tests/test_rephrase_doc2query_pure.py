@@ -13,8 +13,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from distillery.doc2query import MAX_EXAMPLES, RoundTrip, bm25_tokens, cut_words, few_shot_prompt, length_check, parse_query
-from distillery.rephrase import STYLES, WRAP_SYSTEM_PROMPT, chunk_document, file_names, read_documents, rephrase_seeds, word_count
+from distillery.recipes.doc2query import MAX_EXAMPLES, RoundTrip, bm25_tokens, cut_words, few_shot_prompt, length_check, parse_query
+from distillery.recipes.rephrase import STYLES, WRAP_SYSTEM_PROMPT, chunk_document, file_names, read_documents, rephrase_seeds, word_count
 from distillery.sources import SourceError
 from conftest import read_seeds
 
@@ -179,12 +179,12 @@ def test_round_trip_keeps_queries_that_find_their_document():
     ids = ["seed_task_143", "seed_task_52", "seed_task_111", "seed_task_86"]
     trip = RoundTrip({i: seed_output(i) for i in ids})
     good = trip.check("California minimum wage Labor Code", "seed_task_143", top_k=1)
-    assert good.keep and good.rank == 1 and good.score > 0
+    assert good.keep and good.facts["rank"] == 1 and good.facts["score"] > 0
     wrong = trip.check("state law on quad stretch, hip opener and arm circles", "seed_task_143", top_k=1)  # seed_task_52's content
-    assert not wrong.keep and wrong.reason == "bm25_roundtrip" and wrong.score > 0 and wrong.rank > 1
-    assert f"ranks {wrong.rank} of 4" in wrong.detail and "top hit 'seed_task_52'" in wrong.detail
+    assert not wrong.keep and wrong.reason == "bm25_roundtrip" and wrong.facts["score"] > 0 and wrong.facts["rank"] > 1
+    assert f"ranks {wrong.facts['rank']} of 4" in wrong.detail and "top hit 'seed_task_52'" in wrong.detail
     unrelated = trip.check("volcanic eruption magma tectonic", "seed_task_143", top_k=3)
-    assert not unrelated.keep and unrelated.rank == 4 and "no query term weighs in it" in unrelated.detail
+    assert not unrelated.keep and unrelated.facts["rank"] == 4 and "no query term weighs in it" in unrelated.detail
     # ties count against the query's document
     twins = RoundTrip({"a": "solar panels on roofs", "b": "solar panels on roofs", "c": "wind farms at sea",
                        "d": "hydro dams in valleys", "e": "heat pumps for homes"})
@@ -210,7 +210,7 @@ def test_query_length_bounds():
 
 
 def test_rephrase_recipe_defaults_mirror_and_bounds():
-    from distillery.rephrase import RephraseRecipe
+    from distillery.recipes.rephrase import RephraseRecipe
 
     recipe = RephraseRecipe.model_validate({"rephrase": {"documents_uri": "notes/*.txt", "styles": ["qa"]}})
     assert recipe.flow == "rephrase" and recipe.rephrase.chunk_tokens == 300
@@ -225,7 +225,7 @@ def test_rephrase_recipe_defaults_mirror_and_bounds():
 
 
 def test_doc2query_recipe_defaults_and_rules():
-    from distillery.doc2query import Doc2QueryRecipe
+    from distillery.recipes.doc2query import Doc2QueryRecipe
 
     recipe = Doc2QueryRecipe.model_validate({"doc2query": {"corpus_uri": "c.jsonl", "examples": [{"document": "d", "query": "q"}]}})
     assert recipe.flow == "doc2query" and not recipe.judge.enabled and recipe.dedup.field == "prompt"
@@ -242,8 +242,8 @@ def test_doc2query_recipe_defaults_and_rules():
 
 
 def test_every_new_field_has_a_description():
-    from distillery.doc2query import Doc2QueryConfig, Doc2QueryExample, Doc2QueryRecipe
-    from distillery.rephrase import RephraseConfig, RephraseRecipe
+    from distillery.recipes.doc2query import Doc2QueryConfig, Doc2QueryExample, Doc2QueryRecipe
+    from distillery.recipes.rephrase import RephraseConfig, RephraseRecipe
 
     for model in (RephraseConfig, Doc2QueryConfig, Doc2QueryExample):
         for name, field in model.model_fields.items():
@@ -254,8 +254,8 @@ def test_every_new_field_has_a_description():
 
 
 def test_committed_example_recipes_validate():
-    from distillery.doc2query import Doc2QueryRecipe
-    from distillery.rephrase import RephraseRecipe
+    from distillery.recipes.doc2query import Doc2QueryRecipe
+    from distillery.recipes.rephrase import RephraseRecipe
 
     rephrase = RephraseRecipe.model_validate(yaml.safe_load((ROOT / "recipes/rephrase.yaml").read_text()))
     doc2query = Doc2QueryRecipe.model_validate(yaml.safe_load((ROOT / "recipes/doc2query.yaml").read_text()))

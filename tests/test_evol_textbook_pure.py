@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---- Evol-Instruct ----
 
 def test_evol_templates_name_their_method_and_end_at_the_answer_slot():
-    from distillery.evol import IN_DEPTH, METHODS, evolution_messages, evolution_prompt
+    from distillery.recipes.evol import IN_DEPTH, METHODS, evolution_messages, evolution_prompt
 
     for op in IN_DEPTH:
         text = evolution_prompt(op, "List three fruits.")
@@ -31,7 +31,7 @@ def test_evol_templates_name_their_method_and_end_at_the_answer_slot():
 
 
 def test_evol_operation_choice_respects_the_breadth_share():
-    from distillery.evol import choose_operation
+    from distillery.recipes.evol import choose_operation
 
     rng = random.Random(0)
     picks = [choose_operation(rng, ["deepen", "concretize"], 0.25) for _ in range(4000)]
@@ -42,7 +42,7 @@ def test_evol_operation_choice_respects_the_breadth_share():
 
 
 def test_evol_parser_strips_labels_and_quotes_but_keeps_leaks_inside():
-    from distillery.evol import parse_evolved
+    from distillery.recipes.evol import parse_evolved
 
     assert parse_evolved("#Rewritten Prompt#:\n  \"Name three rivers in Africa.\" ") == "Name three rivers in Africa."
     assert parse_evolved("**Created Prompt:** Compose a limerick about tides.") == "Compose a limerick about tides."
@@ -51,7 +51,7 @@ def test_evol_parser_strips_labels_and_quotes_but_keeps_leaks_inside():
 
 
 def test_evol_no_information_gain():
-    from distillery.evol import check_gain
+    from distillery.recipes.evol import check_gain
 
     parent = "Suggest a breakfast with protein and no eggs."
     same = check_gain("suggest a BREAKFAST with protein, and no eggs!", parent, 0.9)
@@ -66,7 +66,7 @@ def test_evol_no_information_gain():
 
 
 def test_evol_template_leak():
-    from distillery.evol import check_leak
+    from distillery.recipes.evol import check_leak
 
     for text in ("Rewrite the #Given Prompt# with more detail.", "The given prompt asks for fruit.",
                  "#Rewritten Prompt# Explain gravity.", "As a prompt rewriter I suggest: explain gravity.",
@@ -77,7 +77,7 @@ def test_evol_template_leak():
 
 
 def test_evol_form_checks():
-    from distillery.evol import check_form
+    from distillery.recipes.evol import check_form
 
     assert check_form("   ", 3, 10).reason == "empty"
     assert check_form("Explain.", 3, 10).reason == "length"
@@ -88,7 +88,7 @@ def test_evol_form_checks():
 
 
 def test_evol_eliminate_runs_form_then_leak_then_gain():
-    from distillery.evol import eliminate
+    from distillery.recipes.evol import eliminate
 
     limits = {"min_words": 3, "max_words": 50, "threshold": 0.9}
     parent = "Explain photosynthesis."
@@ -99,7 +99,7 @@ def test_evol_eliminate_runs_form_then_leak_then_gain():
 
 
 def test_evol_refusal_is_sorry_and_short():
-    from distillery.evol import is_refusal
+    from distillery.recipes.evol import is_refusal
 
     v = is_refusal("I'm sorry, but I can't help with that request.")
     assert (v.keep, v.reason) == (False, "refusal") and "sorry" in v.detail
@@ -112,7 +112,7 @@ def test_evol_refusal_is_sorry_and_short():
 
 
 def test_evol_recipe_model_bounds_and_descriptions():
-    from distillery.evol import EvolConfig, EvolInstructRecipe
+    from distillery.recipes.evol import EvolConfig, EvolInstructRecipe
 
     recipe = EvolInstructRecipe.model_validate({"evol": {"depth": 3, "breadth_share": 0.5}})
     assert recipe.flow == "evol_instruct" and recipe.evol.depth == 3
@@ -128,7 +128,7 @@ def test_evol_recipe_model_bounds_and_descriptions():
 
 
 def test_evol_example_recipe_validates():
-    from distillery.evol import EvolInstructRecipe
+    from distillery.recipes.evol import EvolInstructRecipe
 
     data = yaml.safe_load((ROOT / "recipes" / "evol-instruct.yaml").read_text())
     recipe = EvolInstructRecipe.model_validate(data)
@@ -138,7 +138,7 @@ def test_evol_example_recipe_validates():
 # ---- textbook (Phi-1) ----
 
 def test_textbook_seeds_are_the_topic_audience_product_with_lineage():
-    from distillery.textbook import exercise_seed, section_seed, seed_pairs
+    from distillery.recipes.textbook import exercise_seed, section_seed, seed_pairs
 
     pairs = seed_pairs(["fractions", "recursion"], ["a child", "an adult", "a teacher"])
     assert len(pairs) == 6 and len({(p["topic"], p["audience"]) for p in pairs}) == 6
@@ -154,7 +154,7 @@ def test_textbook_seeds_are_the_topic_audience_product_with_lineage():
 
 
 def test_textbook_exercise_request_is_continued_at_exercise_one():
-    from distillery.textbook import exercises_request
+    from distillery.recipes.textbook import exercises_request
 
     msgs = exercises_request({"pair": "t0-a0", "topic": "fractions", "audience": "a child"}, 3)
     assert msgs[0]["role"] == "user" and "Write 3 exercises on fractions for a child" in msgs[0]["content"]
@@ -162,7 +162,7 @@ def test_textbook_exercise_request_is_continued_at_exercise_one():
 
 
 def test_textbook_exercise_parser_splits_and_drops_solutions():
-    from distillery.textbook import parse_exercises
+    from distillery.recipes.textbook import parse_exercises
 
     text = (" What is 1/2 + 1/4?\n\nSolution: 3/4\n**Exercise 2:** Simplify 6/8.\nAnswer: 3/4\n"
             "- Exercise 3) Order 2/3, 3/5 and 5/8 from smallest to largest.\n  Show your work.")
@@ -172,7 +172,7 @@ def test_textbook_exercise_parser_splits_and_drops_solutions():
 
 
 def test_textbook_exercise_split_says_which_exercises_ended():
-    from distillery.textbook import split_exercises
+    from distillery.recipes.textbook import split_exercises
 
     # ended: followed by the next exercise or by a solution; the last one, bare, may have been cut off
     assert split_exercises(" Add 1/2 and 1/4.\nExercise 2: Halve 3/4 and") == [("Add 1/2 and 1/4.", True), ("Halve 3/4 and", False)]
@@ -180,7 +180,7 @@ def test_textbook_exercise_split_says_which_exercises_ended():
 
 
 def test_textbook_exercise_checks():
-    from distillery.textbook import check_exercise
+    from distillery.recipes.textbook import check_exercise
 
     assert check_exercise("...", 4, 50).reason == "empty"
     assert check_exercise("Add them.", 4, 50).reason == "length"
@@ -190,7 +190,7 @@ def test_textbook_exercise_checks():
 
 def test_textbook_recipe_defaults_to_the_educational_value_rubric():
     from distillery.recipe import JudgeConfig
-    from distillery.textbook import EDUCATIONAL_RUBRIC, TextbookConfig, TextbookRecipe
+    from distillery.recipes.textbook import EDUCATIONAL_RUBRIC, TextbookConfig, TextbookRecipe
 
     recipe = TextbookRecipe.model_validate({"judge": {"min_score": 6}})
     assert recipe.flow == "textbook" and recipe.judge.rubric == EDUCATIONAL_RUBRIC and recipe.judge.min_score == 6
@@ -208,7 +208,7 @@ def test_textbook_recipe_defaults_to_the_educational_value_rubric():
 
 
 def test_textbook_example_recipe_validates():
-    from distillery.textbook import TextbookRecipe
+    from distillery.recipes.textbook import TextbookRecipe
 
     data = yaml.safe_load((ROOT / "recipes" / "textbook.yaml").read_text())
     recipe = TextbookRecipe.model_validate(data)
@@ -231,7 +231,7 @@ def test_evol_and_textbook_modules_are_pure_and_their_flows_open_no_engine():
     import sys
 
     heavy = ("prefect", "vllm", "fsspec", "s3fs", "torch")
-    code = ("import sys, distillery.evol, distillery.textbook\n"
+    code = ("import sys, distillery.recipes.evol, distillery.recipes.textbook\n"
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout

@@ -18,7 +18,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from distillery.recipe import JudgeConfig, Recipe, SourceConfig, _Strict, _WordBounds
-from distillery.self_instruct import Verdict
+from distillery.recipes.rounds import Verdict
 
 SECTION_TEMPLATE = (
     "Write a section of a textbook on {topic} for {audience}.\n"
