@@ -73,16 +73,13 @@ def peak_rss_mib() -> int:
 
 def cpu_build(rows: int, stage_rows: int) -> dict:
     """One non-engine build (in this process): stage timings, RSS, counts."""
-    import pyarrow as pa
     from prefect import flow
 
     from distillery.recipe import build_recipe
-    from distillery.schema import ROW_SCHEMA
-    from distillery.stages.dedup import ApplyDrops, Signatures, drop_map, drops_digest
-    from distillery.stages.engine import staged_schema
+    from distillery.stages.dedup import ApplyDrops, Signatures
     from distillery.stages.prompts import Render
-    from flows.distill import open_build, timed
-    from flows.staged import Stages, _files, publish_staged, staging_root
+    from flows.build import open_build, timed
+    from flows.staged import Stages, _files, publish_staged, staged_row_schema, staging_root
     from scale_stages import StandIn
     from tasks.stages import duplicates, load, shard_drops
     from tasks.write import dataset_for
@@ -92,7 +89,7 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
     recipe = build_recipe({"name": "scale", "source": {"uri": str(work / "seeds.jsonl"), "id_column": "id", "input_column": None},
                            "dedup": {"field": "prompt", "ngram": 5}, "judge": {"enabled": False},
                            "output": {"uri": str(work / "out"), "stage_rows": stage_rows, "rows_per_shard": 100_000}})
-    staged = staged_schema(ROW_SCHEMA, pa.field("judge_raw", pa.string()), pa.field("duplicate_of", pa.string()))
+    staged = staged_row_schema(recipe)
     rss: dict[str, int] = {}
 
     @flow(name="bench-scale")
@@ -118,7 +115,7 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
         final = run.run(ApplyDrops(shard_drops(store, drop_file), staged, counts["digest"]), _files(answered), "dedup", [counts["digest"]])
         rss["dedup"] = peak_rss_mib()
         summary = summary_of(run, about, answered, final, counts)
-        manifest = publish_staged(recipe, b, store, run, final, ROW_SCHEMA, summary)
+        manifest = publish_staged(recipe, b, store, run, final, summary)
         store.remove_tree("_temporary")
         rss["publish"] = peak_rss_mib()
         return {"stage_seconds": manifest["summary"]["stage_seconds"], "kept": manifest["rows"], "rejected": manifest["rejected_rows"],
