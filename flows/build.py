@@ -59,7 +59,6 @@ class Build:
     generated: list[dict] = field(default_factory=list)
     scored: list[dict] = field(default_factory=list)  # judged (or deduped, if no judge)
     rejected: list[dict] = field(default_factory=list)
-    fitting_seeds: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
     key: str = ""  # recipe + source: equal keys, equal builds
     source_digest: str = ""

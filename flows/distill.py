@@ -56,8 +56,6 @@ def finish_rows(recipe: Recipe, b: Build, parsed: ParsedSource) -> Build:
             b.generated = merged(b.generated, recipe)
     b.stages["engine_start"] += engine_seconds
     b.stages["generate"] -= engine_seconds
-    long_ids = {r["seed_id"] for r in too_long}
-    b.fitting_seeds = [s["seed_id"] for s in parsed.seeds if s["seed_id"] not in long_ids]
     with timed(b.stages, "dedup"):
         unique, duplicates = dedup(quote(b.generated), recipe.dedup, recipe.storage)
     b.scored, judge_rejects = unique, []
