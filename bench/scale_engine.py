@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from pathlib import Path
 
 os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"  # every batch must generate
 

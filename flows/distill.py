@@ -22,6 +22,7 @@ from tasks.dedup import dedup, update_index
 from tasks.generate import generate
 from tasks.kd import kd_section, merged
 from tasks.judge import filter_rows, judge
+from tasks.prompts import render_prompts
 from tasks.report import publish_report
 from tasks.write import write_dataset
 

@@ -32,7 +32,7 @@ from tasks.synthesis import run_batches
 def write_exercises(recipe: TextbookRecipe, pairs: list[dict], stages: dict[str, float]) -> tuple[list[dict], list[dict], list[dict]]:
     """(exercise seeds, rejected exercises, per-round counts). Runs inside a flow."""
     cfg = recipe.textbook
-    found = Rounds()
+    checked = Rounds()
 
     def verdict(item: tuple) -> Verdict:
         _, _, text, _, _, reason, detail = item
@@ -48,13 +48,13 @@ def write_exercises(recipe: TextbookRecipe, pairs: list[dict], stages: dict[str,
 
     def check_round(number: int, items: list[tuple]) -> None:
         """items: (id, pair, exercise text, source, index, reason or None, detail)."""
-        found.check(number, items, verdict, keep, reject)
+        checked.check(number, items, verdict, keep, reject)
 
     if cfg.extra_exercises:
         check_round(0, [(f"textbook-given-{n}", {"pair": "given", "topic": e.topic, "audience": e.audience},
                          e.exercise.strip(), "recipe", n, None, None) for n, e in enumerate(cfg.extra_exercises)])
     if cfg.exercises_per_section == 0:
-        return found.kept, found.rejected, found.rounds
+        return checked.kept, checked.rejected, checked.rounds
     params = {"n": 1, "temperature": cfg.temperature, "top_p": recipe.sampling.top_p, "max_tokens": cfg.max_tokens,
               "seed": cfg.seed}
     out = run_batches([exercises_request(p, cfg.exercises_per_section) for p in pairs], recipe, params, "propose-exercises", stages,
@@ -79,7 +79,7 @@ def write_exercises(recipe: TextbookRecipe, pairs: list[dict], stages: dict[str,
             else:
                 items.append((ident, pair, text, "teacher", k, None, None))
     check_round(1, items)
-    return found.kept, found.rejected, found.rounds
+    return checked.kept, checked.rejected, checked.rounds
 
 
 @flow(name="textbook", log_prints=True, validate_parameters=True)
