@@ -12,6 +12,7 @@ staged generate stage (shards), side by side in one process on one engine.
 
     .venv/bin/python bench/scale.py                          # part 1: 10k, 100k, 1M rows
     .venv/bin/python bench/scale.py --rows 10000 --engine 10000
+    .venv/bin/python bench/scale.py --rows --engine 100000 --staged-only   # ~70 min on 2 cores
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,8 +73,20 @@ def peak_rss_mib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
+def in_child(fn, *args):
+    """fn(*args) in a forked child: what it allocates (the generated source) is not this
+    process's peak RSS, which is the flow's to measure."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def cpu_build(rows: int, stage_rows: int) -> dict:
     """One non-engine build (in this process): stage timings, RSS, counts."""
+    work = Path(tempfile.mkdtemp(prefix="distillery-scale-"))
+    planted = in_child(seed_file, rows, work / "seeds.jsonl")
+
     from prefect import flow
 
     from distillery.recipe import build_recipe
@@ -84,8 +98,6 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
     from tasks.stages import duplicates, load, shard_drops
     from tasks.write import dataset_for
 
-    work = Path(tempfile.mkdtemp(prefix="distillery-scale-"))
-    planted = seed_file(rows, work / "seeds.jsonl")
     recipe = build_recipe({"name": "scale", "source": {"uri": str(work / "seeds.jsonl"), "id_column": "id", "input_column": None},
                            "dedup": {"field": "prompt", "ngram": 5}, "judge": {"enabled": False},
                            "output": {"uri": str(work / "out"), "stage_rows": stage_rows, "rows_per_shard": 100_000}})
@@ -134,6 +146,7 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
         return summary_from_counts(about["rows_in"], 1, sum(r.rows_out for r in answered), sum(r.rows_out for r in final),
                                    rejected, 0, 0, None, counts["clusters"], run.b.stages)
 
+    rss["before the flow"] = peak_rss_mib()
     started = time.perf_counter()
     result = build()
     result.update(rows=rows, wall_seconds=round(time.perf_counter() - started, 1), flow_peak_rss_mib=peak_rss_mib(),
@@ -146,6 +159,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--stage-rows", type=int, default=5_000)
     ap.add_argument("--engine", type=int, nargs="*", default=[], help="rows for part 2 (engine stages)")
+    ap.add_argument("--staged-only", action="store_true", help="part 2 on the staged path alone (no side by side)")
+    ap.add_argument("--repeats", type=int, default=3, help="builds per size; the table takes the median")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     args = ap.parse_args()
@@ -154,18 +169,32 @@ def main() -> None:
         return
     results = []
     for rows in args.rows:
-        env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="distillery-scale-prefect-")}
-        out = subprocess.run([sys.executable, __file__, "--one", str(rows), "--stage-rows", str(args.stage_rows)],
-                             capture_output=True, text=True, env=env, cwd=ROOT)
-        if out.returncode:
-            sys.exit(f"the {rows}-row build failed:\n{out.stderr[-4000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        results.append(result)
-        print(json.dumps(result), flush=True)
+        runs = []
+        for _ in range(args.repeats):
+            env = {**os.environ, "PREFECT_HOME": tempfile.mkdtemp(prefix="distillery-scale-prefect-")}
+            out = subprocess.run([sys.executable, __file__, "--one", str(rows), "--stage-rows", str(args.stage_rows)],
+                                 capture_output=True, text=True, env=env, cwd=ROOT)
+            if out.returncode:
+                sys.exit(f"the {rows}-row build failed:\n{out.stderr[-4000:]}")
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[-1]), flush=True)
+        median = {"rows": rows, "median_of": len(runs),
+                  "flow_peak_rss_mib": statistics.median(r["flow_peak_rss_mib"] for r in runs),
+                  "flow_peak_rss_mib_each": [r["flow_peak_rss_mib"] for r in runs],
+                  "non_engine_seconds": statistics.median(sum(v for k, v in r["stage_seconds"].items() if k != "stand-in answers")
+                                                          for r in runs),
+                  "worker_peak_rss_mib": statistics.median(r["worker_peak_rss_mib"] for r in runs)}
+        results.append({"median": median, "runs": runs})
+        print(json.dumps(median), flush=True)
+    if len(results) > 1:
+        first, last = results[0]["median"], results[-1]["median"]
+        growth = 100.0 * (last["flow_peak_rss_mib"] / first["flow_peak_rss_mib"] - 1)
+        print(f"flow peak RSS, median of {args.repeats}: {first['flow_peak_rss_mib']} MiB at {first['rows']:,} rows, "
+              f"{last['flow_peak_rss_mib']} MiB at {last['rows']:,} rows: {growth:+.1f}% (bar: < 10%)", flush=True)
     for rows in args.engine:
         from scale_engine import side_by_side
 
-        results.append(side_by_side(rows))
+        results.append(side_by_side(rows, paths=("staged",) if args.staged_only else ("in-memory", "staged")))
         print(json.dumps(results[-1]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))

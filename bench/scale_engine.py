@@ -11,7 +11,10 @@ import time
 os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"  # every batch must generate
 
 
-def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000, repeats: int = 1) -> dict:
+def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000, repeats: int = 1,
+                 paths: tuple[str, ...] = ("in-memory", "staged")) -> dict:
+    """Completions per second of each path in `paths` (alternating, `repeats` times), wall
+    seconds, and this process's peak RSS (engine included)."""
     from prefect import flow
 
     from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
@@ -41,7 +44,7 @@ def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000, repeat
         inputs.append([StagedFile(path, sha, len(data), len(prompts[i : i + stage_rows]))])
     staged = staged_schema(ROW_SCHEMA)
 
-    sides = [side + " " * k for k in range(repeats) for side in ("in-memory", "staged")]  # alternating
+    sides = [side + " " * k for k in range(repeats) for side in paths]  # alternating
 
     @flow(name="bench-scale-engine")
     def both() -> dict:
@@ -69,6 +72,10 @@ def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000, repeat
     for side, (seconds, done) in times.items():
         per_side.setdefault(side.strip(), []).append(done / seconds)
     best = {side: max(v) for side, v in per_side.items()}
+    from scale import peak_rss_mib
+
     return {"engine_rows": rows, "max_tokens": max_tokens, "stage_rows": stage_rows,
             "completions_per_second": {k: [round(x, 1) for x in v] for k, v in per_side.items()},
-            "staged_vs_in_memory": round(best["staged"] / best["in-memory"], 4)}
+            "seconds": {side.strip(): round(seconds, 1) for side, (seconds, _) in times.items()},
+            "peak_rss_mib": peak_rss_mib(),
+            "staged_vs_in_memory": round(best["staged"] / best["in-memory"], 4) if len(best) == 2 else None}

@@ -63,6 +63,16 @@ def targets(token_ids: Sequence[int], positions: Sequence[Position], k: int) -> 
     return {"kd_token_ids": list(token_ids), "kd_token_logprobs": token_lps, "kd_topk_ids": topk_ids, "kd_topk_logprobs": topk_lps}
 
 
+def conversation(row: dict, system: str | None) -> list[dict]:
+    """The row's prompt turns under `system`, then its `response` as the assistant's answer:
+    what teacher forcing scores (a trailing assistant turn in `messages` is the answer itself)."""
+    turns = [m for m in row["messages"] if m["role"] != "system"]
+    if turns and turns[-1]["role"] == "assistant":
+        turns = turns[:-1]
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, *turns, {"role": "assistant", "content": row["response"]}]
+
+
 def merge(per_teacher: Sequence[dict], weights: Sequence[float]) -> dict:
     """One mixture from several teachers' targets for the same tokens.
 

@@ -332,7 +332,9 @@ class SeenIds:
             return False
         self.new.add(h)
         if len(self.new) >= self.batch:
-            self.old = np.union1d(self.old, np.fromiter(self.new, dtype=np.uint64, count=len(self.new)))
+            fresh = np.sort(np.fromiter(self.new, dtype=np.uint64, count=len(self.new)))
+            # A merge of two sorted arrays (none of `fresh` is in `old`): one copy, not a sort.
+            self.old = np.insert(self.old, np.searchsorted(self.old, fresh), fresh)
             self.new.clear()
         return True
 

@@ -76,11 +76,18 @@ def unchanged(recipe: Recipe, manifest: dict) -> dict:
             "shards": manifest["shards"], "unchanged": True}
 
 
-def open_build(recipe: Recipe, *digests: str, stages: dict[str, float] | None = None) -> Build:
+def check_kd_teachers(recipe: Recipe) -> None:
+    """Teachers whose soft targets are mixed must share a tokenizer: refused before any
+    engine starts or anything is written (TokenizersDiffer)."""
+    if recipe.kd.top_k and recipe.kd.teacher_weights:
+        check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
+
+
+def open_build(recipe: Recipe, *digests: str, stages: dict[str, float] | None = None, checked: bool = False) -> Build:
     """A new build keyed by the recipe and the digests of every input it read (so a changed
     input is a new build); `b.published` is set when this very build is already published,
-    and the rerun is then a no-op. `stages` are timings taken before (e.g. loading). Runs
-    inside a flow."""
+    and the rerun is then a no-op. `stages` are timings taken before (e.g. loading);
+    `checked`: check_kd_teachers has run already. Runs inside a flow."""
     b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
     b.stages.update(stages or {})
     b.source_digest = hashlib.sha256("\0".join(digests).encode()).hexdigest() if len(digests) > 1 else digests[0]
@@ -90,26 +97,15 @@ def open_build(recipe: Recipe, *digests: str, stages: dict[str, float] | None = 
         b.published = state.manifest
         return b
     b.previous_run = state.run_id
-    if recipe.kd.top_k and recipe.kd.teacher_weights:  # before any engine starts
-        check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
+    if not checked:
+        check_kd_teachers(recipe)
     return b
-
-
-def start_build(recipe: Recipe) -> tuple[Build, ParsedSource]:
-    """Load the seeds and look at the output: `b.published` is set when this very build is
-    already there (then nothing else needs to run). Runs inside a flow."""
-    stages: dict[str, float] = {}
-    with timed(stages, "load"):
-        parsed = load_seeds(recipe.source, recipe.storage)
-    b = open_build(recipe, parsed.digest, stages=stages)
-    b.rows_in = parsed.rows_in
-    return b, parsed
 
 
 def start_synthesis(recipe: Recipe, candidates_uri: str | None, candidates_input: str | None = None
                     ) -> tuple[Build, ParsedSource, ParsedSource]:
-    """start_build for a recipe that grows a seed pool: also loads its candidates file (if any),
-    and keys the build by both. Returns (build, pool, candidates). Runs inside a flow."""
+    """Load a recipe's seed pool and its candidates file (if any), and open the build keyed by
+    both: `b.published` is set when this very build is already there. Returns (build, pool, candidates). Runs inside a flow."""
     stages: dict[str, float] = {}
     with timed(stages, "load"):
         pool = load_seeds(recipe.source, recipe.storage)

@@ -41,11 +41,12 @@ from distillery.stages.contract import Record
 from distillery.stages.dedup import ApplyDrops, Signatures, drop_map, drops_digest
 from distillery.stages.engine import Filter, Fit, Generate, Judge, score_counts, staged_schema
 from distillery.stages.executor import read_rows, read_table, stage_source, totals
+from distillery.stages.kd import TARGETS_SCHEMA, Given, Merge, Score
 from distillery.stages.preferences import Pairs
 from distillery.stages.prompts import SEED_SCHEMA, Render
 from distillery.stages.staged import nullable
 from distillery.stages.publish import Stream
-from flows.build import Build, check_judge, engine_info, open_build, sample_table, timed, unchanged
+from flows.build import Build, check_judge, check_kd_teachers, engine_info, open_build, sample_table, timed, unchanged
 from tasks.generate import EngineBatches
 from tasks.judge import judge_params
 from tasks.kd import kd_section
@@ -95,19 +96,21 @@ class Stages:
         return self.records[stage.name]
 
 
-def _started(recipe: Recipe) -> tuple[Stages | None, dict | None]:
+def _started(recipe: Recipe, stages: int | None = None) -> tuple[Stages | None, dict | None]:
     """The source loaded into staged seed shards and the build opened: (its stages, None),
-    or (None, the result) when this very build is already published."""
+    or (None, the result) when this very build is already published. `stages` counts the
+    stages after load for the progress artifact (by default a distill build's)."""
     store, root = dataset_for(recipe), staging_root(recipe)
+    check_kd_teachers(recipe)  # before the load stage writes to the output
     timings: dict[str, float] = {}
     with timed(timings, "load"):
         loaded, about = load(recipe, store, root)
-    b = open_build(recipe, about["digest"], stages=timings)
+    b = open_build(recipe, about["digest"], stages=timings, checked=True)
     if b.published:
         store.remove_tree(STAGING)  # a build that crashed after publishing left it
         return None, unchanged(recipe, b.published)
     b.rows_in = about["rows_in"]
-    run = Stages(store, root, b, stages=_stage_count(recipe, answered=False), shards=len(loaded))
+    run = Stages(store, root, b, stages=_stage_count(recipe, answered=False) if stages is None else stages, shards=len(loaded))
     run.records["load"], run.ran["load"] = loaded, about["shards_written"]
     return run, None
 
@@ -117,7 +120,59 @@ def staged_distill(recipe: Recipe) -> dict:
     run, done = _started(recipe)
     if run is None:
         return done
-    return finish(recipe, run, answer(recipe, run, run.records["load"]))
+    generated = answer(recipe, run, run.records["load"])
+    return finish(recipe, run, generated, mixed=mixed(recipe, run, generated))
+
+
+def mixed(recipe: Recipe, run: Stages, generated: list[list[Record]]) -> list[Record] | None:
+    """Every teacher's generated rows with their soft targets mixed (`mix`), when the recipe
+    mixes teachers (kd.teacher_weights); else None."""
+    if not (recipe.kd.top_k and recipe.kd.teacher_weights):
+        return None
+    return mix(recipe, run, [[g[i].files[0] for g in generated] for i in range(len(generated[0]))])
+
+
+def staged_score_targets(recipe: Recipe) -> dict:
+    """Soft targets for the source's own answers, shard by shard: load -> render -> given
+    (prompt plus answer must fit) -> score-<teacher> (or every weighted teacher, then
+    kd-merge) -> dedup -> publish. No judge. Runs inside a flow."""
+    recipe = recipe.model_copy(update={"judge": recipe.judge.model_copy(update={"enabled": False})})
+    run, done = _started(recipe, stages=4 + len(recipe.kd.teacher_weights) + recipe.dedup.enabled)
+    if run is None:
+        return done
+    teacher, kd = recipe.teacher, recipe.kd
+    rendered = run.run(Render(teacher.system_prompt), _files(run.records["load"]), "render")
+    given = run.run(Given(teacher.name, teacher.model, teacher.system_prompt, teacher.max_model_len, staged_row_schema(recipe),
+                          count=prompt_lengths), _files(rendered), "render")
+    if kd.teacher_weights:
+        scored = mix(recipe, run, _files(given))
+    else:
+        spec = EngineSpec.from_teacher(teacher, logprobs_mode=kd.distribution)
+        stage = Score(teacher.name, teacher.model, teacher.system_prompt, kd.top_k, spec.__dict__, teacher.batch_size,
+                      staged_row_schema(recipe), open_engine=partial(get_engine, spec))
+        scored = run.run(stage, _files(given), "score", engine=True)
+    return finish(recipe, run, [given], mixed=scored, per_prompt=1, tokens=(0, 0))
+
+
+def mix(recipe: Recipe, run: Stages, rows: list[list]) -> list[Record]:
+    """Every weighted teacher's targets for the rows of each shard (`rows[i]`: shard i's
+    files), each teacher a `score-<name>` stage on its own engine, then their mixture
+    (`kd-merge`): the rows with kd_* replaced by it."""
+    kd, teacher, store = recipe.kd, recipe.teacher, run.store
+    teachers = {name: (model, system) for name, model, system, _ in recipe.teachers()}
+    names = [n for n in teachers if kd.teacher_weights.get(n, 0) > 0]
+    scored = []
+    for name in names:
+        model, system = teachers[name]
+        spec = EngineSpec.from_teacher(teacher, model=model, logprobs_mode="raw_logprobs")
+        stage = Score(name, model, system, kd.top_k, spec.__dict__, teacher.batch_size, TARGETS_SCHEMA,
+                      open_engine=partial(get_engine, spec), slim=True)
+        scored.append(run.run(stage, rows, "kd_merge", engine=True))
+    files = [[s[i].files[0] for s in scored] for i in range(len(rows))]
+    digest = hashlib.sha256("".join(f.sha256 for shard in files for f in shard).encode()).hexdigest()
+    stage = Merge(tuple((n, kd.teacher_weights[n]) for n in names), staged_row_schema(recipe),
+                  targets=lambda shard: [read_rows(store, [f]) for f in files[shard]])
+    return run.run(stage, rows, "kd_merge", [digest])
 
 
 def staged_preferences(recipe: Recipe) -> dict:
@@ -201,7 +256,8 @@ def staged_synthesis(recipe: Recipe, b: Build, rows: list[dict], rejected: list[
                  shards=max(1, -(-len(rows) // recipe.output.stage_rows)))
     seeds = _stage_synthesized(run, recipe, rows, rejected, schema)
     generated = [seeds] if answered else answer(recipe, run, seeds)
-    return finish(recipe, run, generated, extra, diversity_of, seed_texts, tokens if answered else None, after_judge)
+    return finish(recipe, run, generated, extra, diversity_of, seed_texts, tokens if answered else None, after_judge,
+                  mixed=None if answered else mixed(recipe, run, generated))
 
 
 def _stage_synthesized(run: Stages, recipe: Recipe, rows: list[dict], rejected: list[dict], schema: pa.Schema) -> list[Record]:
@@ -230,6 +286,8 @@ def _stage_count(recipe: Recipe, answered: bool) -> int:
     """Stages after the source, for the progress artifact: render, fit, generate per teacher
     (unless answered), (signatures), dedup, (judge, filter)."""
     answering = 0 if answered else 2 + len(recipe.teachers())
+    if not answered and recipe.kd.top_k and recipe.kd.teacher_weights:
+        answering += len(recipe.kd.teacher_weights) + 1  # score-<teacher> each, kd-merge
     return answering + recipe.dedup.enabled + 1 + 2 * recipe.judge.enabled
 
 
@@ -273,11 +331,15 @@ def survivors(recipe: Recipe, run: Stages, generated: list[list[Record]]) -> tup
 
 def finish(recipe: Recipe, run: Stages, generated: list[list[Record]], extra: dict | None = None,
            diversity_of: str = "response", seed_texts: Sequence[str] = (), tokens: tuple[int, int] | None = None,
-           after_judge=None) -> dict:
-    """Dedup, judge, filter, accounting, publish: the end every staged build shares."""
+           after_judge=None, mixed: list[Record] | None = None, per_prompt: int | None = None) -> dict:
+    """Dedup, judge, filter, accounting, publish: the end every staged build shares.
+    `generated` (per teacher, its shards) is what the summary counts as generated; `mixed`,
+    when given, are the same rows with their soft targets replaced (kd-merge, score), and
+    go on in their place. `per_prompt` is the rows generated per prompt (by default the
+    teachers' n summed)."""
     logger = get_run_logger()
     store, b = run.store, run.b
-    final, counts = survivors(recipe, run, generated)
+    final, counts = survivors(recipe, run, [mixed] if mixed is not None else generated)
     if after_judge is not None:
         final = run.run(after_judge, _files(final), after_judge.name)
         synthesis = {**(extra or {}).get("synthesis", {}), after_judge.summary_key: totals(final)["rejected"]}
@@ -285,7 +347,7 @@ def finish(recipe: Recipe, run: Stages, generated: list[list[Record]], extra: di
     if recipe.judge.enabled:
         final = run.run(Filter(recipe.judge.min_score, staged_row_schema(recipe)), _files(final), "filter")
 
-    summary = _summary(recipe, run, generated, final, counts, tokens)
+    summary = _summary(recipe, run, generated, final, counts, tokens, per_prompt)
     summary["staged_shards"] = {name: {"shards": len(records), "ran": run.ran.get(name, len(records))}
                                 for name, records in run.records.items()}
     report = None
@@ -360,7 +422,7 @@ def _judge(recipe: Recipe, run: Stages, deduped: list[Record], staged: pa.Schema
 
 
 def _summary(recipe: Recipe, run: Stages, generated: list[list[Record]], final: list[Record], counts: dict,
-             tokens: tuple[int, int] | None = None) -> dict:
+             tokens: tuple[int, int] | None = None, per_prompt: int | None = None) -> dict:
     rejected: Counter = Counter()
     for records in run.records.values():
         for r in records:
@@ -372,12 +434,14 @@ def _summary(recipe: Recipe, run: Stages, generated: list[list[Record]], final: 
         facts = {"prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
     filtered = totals(final)["facts"] if recipe.judge.enabled else {}
     mean = round(filtered["score_sum"] / filtered["scored"], 3) if filtered.get("scored") else None
-    return summary_from_counts(run.b.rows_in, sum(t[3].n for t in recipe.teachers()), sum(r.rows_out for r in gen),
+    if per_prompt is None:
+        per_prompt = sum(t[3].n for t in recipe.teachers())
+    return summary_from_counts(run.b.rows_in, per_prompt, sum(r.rows_out for r in gen),
                                sum(r.rows_out for r in final), rejected, int(facts.get("prompt_tokens", 0)),
                                int(facts.get("completion_tokens", 0)), mean, counts.get("clusters", 0), run.b.stages)
 
 
-REPORTED_AS = {"fit": "render", "refusal": "filter"}  # the stage a reject is counted at, where it differs
+REPORTED_AS = {"fit": "render", "given": "render", "refusal": "filter"}  # the stage a reject is counted at, where it differs
 
 
 def _reject_stage(stage: str) -> str:

@@ -155,6 +155,8 @@ def test_score_targets_on_human_answers(prefect_api, hf_model, tmp_path):
     rows = rows_of(tmp_path / "scored")
     seeds = {json.loads(line)["id"]: json.loads(line) for line in SEEDS.read_text().splitlines()}
     assert len(rows) + result["summary"]["rejected"] == 6
+    assert {"load", "render", "given", "score-teacher"} <= set(result["summary"]["staged_shards"])
+    assert "judge" not in result["summary"]["staged_shards"]
     for row in rows:
         assert row["response"] == seeds[row["seed_id"]]["instances"][0]["output"].strip()
         assert row["messages"][-1]["content"] == row["response"]
@@ -254,7 +256,7 @@ def test_two_teachers_merge_into_one_renormalized_mixture(prefect_api, tmp_path)
     from distillery.kd import merge
     from distillery.recipe import TeacherConfig
     from flows.distill import distill
-    from tasks.kd import conversation
+    from distillery.kd import conversation
 
     data = kd_recipe(tmp_path / "merged")
     data["source"]["limit"] = 2
@@ -263,6 +265,8 @@ def test_two_teachers_merge_into_one_renormalized_mixture(prefect_api, tmp_path)
     data["dedup"] = {"enabled": False}  # both teachers answer the same prompts
     distill(build_recipe(data))
     manifest = json.loads((tmp_path / "merged" / "manifest.json").read_text())
+    staged = manifest["summary"]["staged_shards"]
+    assert {"score-teacher", "score-terse", "kd-merge"} <= set(staged), staged  # mixed in stages, before dedup
     assert manifest["kd"]["teacher_weights"] == {"teacher": 3.0, "terse": 1.0}
     assert manifest["kd"]["distribution"] == "raw_logprobs"
     rows = rows_of(tmp_path / "merged")
