@@ -56,9 +56,6 @@ class Build:
     run_id: str
     created_at: datetime
     rows_in: int = 0
-    generated: list[dict] = field(default_factory=list)
-    scored: list[dict] = field(default_factory=list)  # judged (or deduped, if no judge)
-    rejected: list[dict] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
     key: str = ""  # recipe + source: equal keys, equal builds
     source_digest: str = ""

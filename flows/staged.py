@@ -36,15 +36,13 @@ from distillery.kd import round_logprobs, with_kd
 from distillery.progress import current as current_progress
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, format_summary, summary_from_counts
-from distillery.schema import PREFERENCE_SCHEMA, REJECT_SCHEMA, ROW_SCHEMA, STORED_AS, rejects_table, to_table
+from distillery.schema import REJECT_SCHEMA, ROW_SCHEMA, STORED_AS, rejects_table, to_table
 from distillery.stages.contract import Record
 from distillery.stages.dedup import ApplyDrops, Signatures, drop_map, drops_digest
 from distillery.stages.engine import Filter, Fit, Generate, Judge, score_counts, staged_schema
 from distillery.stages.executor import read_rows, read_table, stage_source, totals
 from distillery.stages.kd import TARGETS_SCHEMA, Given, Merge, Score
-from distillery.stages.preferences import Pairs
 from distillery.stages.prompts import SEED_SCHEMA, Render
-from distillery.stages.staged import nullable
 from distillery.stages.publish import Stream
 from flows.build import Build, check_judge, check_kd_teachers, engine_info, open_build, sample_table, timed, unchanged
 from tasks.generate import EngineBatches
@@ -175,68 +173,6 @@ def mix(recipe: Recipe, run: Stages, rows: list[list]) -> list[Record]:
     return run.run(stage, rows, "kd_merge", [digest])
 
 
-def staged_preferences(recipe: Recipe) -> dict:
-    """A preference build shard by shard: the distill stages up to the judge (no score
-    filter), then per prompt a chosen/rejected pair or an exclusion (`preferences`), then
-    publish. Prompts are the unit of its accounting: rows in = pairs + prompts rejected or
-    excluded; completions rejected on the way are listed apart. Runs inside a flow."""
-    logger = get_run_logger()
-    run, done = _started(recipe)
-    if run is None:
-        return done
-    store, b = run.store, run.b
-    generated = answer(recipe, run, run.records["load"])
-    judged, counts = survivors(recipe, run, generated)
-
-    config, teacher, prefs = recipe.judge, recipe.teacher, recipe.preferences
-    judged_files = [r.files[0] for r in judged]
-    stage = Pairs(prefs.min_margin, prefs.pairwise_check, config.rubric, recipe.judge_model, teacher.batch_size,
-                  teacher.max_model_len, nullable(PREFERENCE_SCHEMA), completions=lambda shard: read_rows(store, [judged_files[shard]]),
-                  open_engine=partial(get_engine, EngineSpec.from_teacher(teacher, model=config.model or teacher.model)))
-    judged_digest = hashlib.sha256("".join(f.sha256 for f in judged_files).encode()).hexdigest()
-    final = run.run(stage, _files(run.records["fit"]), "pairwise", [judged_digest], engine=prefs.pairwise_check)
-
-    facts = totals(final)["facts"]
-    verdicts = {k.removeprefix("pairwise_"): int(v) for k, v in facts.items() if k.startswith("pairwise_")}
-    report = judge_report_from_counts(score_counts(totals(run.records["judge"])["facts"]), verdicts)
-    check_judge(recipe, report)
-    prompts, completions = Counter(), Counter()
-    for records in run.records.values():
-        for r in records:
-            for reason, n in r.rejected_by_reason:
-                (prompts if r.stage in ("load", "fit", "preferences") else completions)[reason] += n
-    gen = [r for records in generated for r in records]
-    tokens = totals(gen)["facts"]
-    pairs = sum(r.rows_out for r in final)
-    summary = {
-        "rows_in": b.rows_in,
-        "completions_per_prompt": sum(t[3].n for t in recipe.teachers()),
-        "generated": sum(r.rows_out for r in gen),
-        "kept": pairs,
-        "pairs": pairs,
-        "rejected": sum(prompts.values()),
-        "rejected_by_reason": dict(sorted(prompts.items())),
-        "completions_rejected_by_reason": dict(sorted(completions.items())),
-        "prompt_tokens": int(tokens.get("prompt_tokens", 0)),
-        "completion_tokens": int(tokens.get("completion_tokens", 0)),
-        "judge_score_mean": report["mean"],
-        "dedup_clusters": counts.get("clusters", 0),
-        "judge_report": report,
-    }
-    summary["staged_shards"] = {name: {"shards": len(records), "ran": run.ran.get(name, len(records))}
-                                for name, records in run.records.items()}
-    if summary["rows_in"] != summary["pairs"] + summary["rejected"]:
-        raise RuntimeError(f"prompt accounting failed: {summary['rows_in']} in != {summary['pairs']} pairs + {summary['rejected']} excluded")
-    sample = [{"seed_id": r["seed_id"], "prompt": r["prompt"][-1]["content"][:300], "chosen": r["chosen"][0]["content"][:300],
-               "rejected": r["rejected"][0]["content"][:300], "score_chosen": r["score_chosen"], "score_rejected": r["score_rejected"]}
-              for r in _first_rows(store, final)]
-    manifest = publish_staged(recipe, b, store, run, final, summary, schema=PREFERENCE_SCHEMA)
-    store.remove_tree(STAGING)
-    publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample)
-    logger.info("preference dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))
-    return {"output": recipe.output.uri, "run_id": b.run_id, "summary": manifest["summary"], "shards": manifest["shards"]}
-
-
 def staged_synthesis(recipe: Recipe, b: Build, rows: list[dict], rejected: list[dict], extra: dict | None = None,
                      diversity_of: str = "response", seed_texts: Sequence[str] = (), answered: bool = False,
                      tokens: tuple[int, int] = (0, 0), after_judge=None) -> dict:
@@ -362,7 +298,7 @@ def finish(recipe: Recipe, run: Stages, generated: list[list[Record]], extra: di
     problems = accounting_errors(summary)
     if problems:
         raise RuntimeError("row accounting failed: " + "; ".join(problems))
-    sample = sample_table(_first_rows(store, final))
+    sample = sample_table(first_rows(store, final))
     manifest = publish_staged(recipe, b, store, run, final, summary)
     if recipe.dedup.enabled and recipe.dedup.update_index:
         total = update_index_from(store, [r.files[0] for r in final], recipe.dedup, recipe.storage)
@@ -457,7 +393,7 @@ def _sample_texts(store, final: list[Record], column: str = "response") -> list[
     return texts[:DIVERSITY_SAMPLE]
 
 
-def _first_rows(store, final: list[Record], count: int = 10) -> list[dict]:
+def first_rows(store, final: list[Record], count: int = 10) -> list[dict]:
     rows: list[dict] = []
     for r in final:
         if len(rows) >= count:

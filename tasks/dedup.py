@@ -30,13 +30,6 @@ def dedup(rows: list[dict], config: DedupConfig, storage: StorageConfig | None =
 
 
 @task(name="update-dedup-index", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
-def update_index(rows: list[dict], config: DedupConfig, storage: StorageConfig | None = None) -> int:
-    """Publish this build's kept rows to the index, so later builds never re-add them."""
-    ids, keys, sigs = index_entries([r["id"] for r in rows], [dedup_text(r, config.field) for r in rows], config.params())
-    return dedup_index.append(config.index_uri, config.params(), ids, keys, sigs, **_options(storage))["rows"]
-
-
-@task(name="update-dedup-index", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def update_index_from(store, kept_files: list, config: DedupConfig, storage: StorageConfig | None = None) -> int:
     """`update_index` from a staged build's kept shards: one index part per shard."""
     from distillery.stages.executor import read_rows
