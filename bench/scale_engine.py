@@ -62,7 +62,7 @@ def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000, repeat
                 fitted = run_stage(store, root, fit, inputs)
                 stage = Generate(teacher.name, teacher.model, teacher.system_prompt, params, spec.__dict__, teacher.batch_size,
                                  staged, complete=EngineBatches(teacher.name, spec, params))
-                results = run_stage(store, root, stage, [[r.files[0]] for r, _ in fitted])
+                results = run_stage(store, root, stage, [[r.files[0]] for r, _ in fitted], in_flow=True)
                 done = sum(r.rows_out for r, _ in results)
             times[side] = (time.perf_counter() - started, done)
         return times

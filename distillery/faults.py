@@ -2,7 +2,8 @@
 
 Inert unless the environment names a point: DISTILLERY_FAILPOINT=name, or name:N
 for its N-th hit. At that hit the process writes its pid to
-DISTILLERY_FAILPOINT_FILE (atomically) and waits until the file is removed. Meanwhile the
+DISTILLERY_FAILPOINT_FILE (atomically) and waits until the file is removed; in the build's
+worker process (adapters.worker) it writes the flow process's pid, the build's. Meanwhile the
 test does what it came to do: kill -9 the process, or stop the S3 server and
 then remove the file to let the build go on into the outage.
 """
@@ -33,7 +34,7 @@ def failpoint(name: str) -> None:
     marker = Path(os.environ.get("DISTILLERY_FAILPOINT_FILE", "distillery-failpoint"))
     # Written whole, then renamed into place: a test polling for the marker never reads it empty.
     staged = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
-    staged.write_text(str(os.getpid()))
+    staged.write_text(os.environ.get("DISTILLERY_BUILD_PID") or str(os.getpid()))
     os.replace(staged, marker)
     while marker.exists():
         time.sleep(0.05)

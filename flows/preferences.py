@@ -20,12 +20,13 @@ from distillery.recipe import Recipe, RecipeError
 from distillery.report import format_summary
 from distillery.schema import PREFERENCE_SCHEMA
 from distillery.stages.engine import score_counts
-from distillery.stages.executor import read_rows, totals
+from distillery.stages.executor import totals
 from distillery.stages.preferences import Pairs
 from distillery.stages.staged import nullable
 from flows.build import check_judge
 from flows.staged import _files, _started, answer, first_rows, publish_staged, survivors
 from tasks.report import publish_report
+from tasks.stages import shard_rows
 from tasks.write import STAGING
 
 
@@ -54,7 +55,7 @@ def staged_preferences(recipe: Recipe) -> dict:
     config, teacher, prefs = recipe.judge, recipe.teacher, recipe.preferences
     judged_files = [r.files[0] for r in judged]
     stage = Pairs(prefs.min_margin, prefs.pairwise_check, config.rubric, recipe.judge_model, teacher.batch_size,
-                  teacher.max_model_len, nullable(PREFERENCE_SCHEMA), completions=lambda shard: read_rows(store, [judged_files[shard]]),
+                  teacher.max_model_len, nullable(PREFERENCE_SCHEMA), completions=partial(shard_rows, store, judged_files),
                   open_engine=partial(get_engine, EngineSpec.from_teacher(teacher, model=config.model or teacher.model)))
     judged_digest = hashlib.sha256("".join(f.sha256 for f in judged_files).encode()).hexdigest()
     final = run.run(stage, _files(run.records["fit"]), "pairwise", [judged_digest], engine=prefs.pairwise_check)

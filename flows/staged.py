@@ -49,7 +49,7 @@ from tasks.generate import EngineBatches
 from tasks.judge import judge_params
 from tasks.kd import kd_section
 from tasks.report import publish_report
-from tasks.stages import duplicates, load, run_stage, shard_drops
+from tasks.stages import duplicates, load, run_stage, shard_drops, shard_rows_each
 from tasks.write import STAGING, dataset_for, make_manifest_for, write_staged
 from tasks.dedup import update_index_from
 
@@ -71,18 +71,24 @@ class Stages:
         self.store, self.root, self.b = store, root, build
         self.records: dict[str, list[Record]] = {}
         self.ran: dict[str, int] = {}
+        self.worker_rss: dict[str, int] = {}  # the worker's peak RSS (MiB) per stage run there
         self.units, self.finished = stages * shards, 0  # stage-shards, for the UI's progress
         self.progress = create_progress_artifact(0.0, description="shards done per stage") if self.units else None
 
-    def _shown(self, name: str, done: int, total: int) -> None:
+    def _shown(self, name: str, done: int, total: int, peak: int | None = None) -> None:
+        if peak is not None:
+            self.worker_rss[name] = max(peak, self.worker_rss.get(name, 0))
         if self.progress is not None:
             finished = [f"{stage} {len(records)}/{len(records)}" for stage, records in self.records.items() if stage != "load"]
             update_progress_artifact(self.progress, 100.0 * (self.finished + done) / self.units,
                                      description="shards done per stage: " + ", ".join([*finished, f"{name} {done}/{total}"]))
 
-    def run(self, stage, inputs: list[list], timer: str, extra: list[str] = (), engine: bool = False) -> list[Record]:
+    def run(self, stage, inputs: list[list], timer: str, extra: list[str] = (), engine: bool = False,
+            in_flow: bool = False) -> list[Record]:
+        """`run_stage`: an engine stage (`engine`) and a stage whose batches are task runs
+        (`in_flow`) run in this process, every other in the build's worker process."""
         with timed(self.b.stages, timer):
-            results = run_stage(self.store, self.root, stage, inputs, extra, engine, partial(self._shown, stage.name))
+            results = run_stage(self.store, self.root, stage, inputs, extra, engine, partial(self._shown, stage.name), in_flow)
         self.finished += len(results)
         self.records[stage.name] = [r for r, _ in results]
         self.ran[stage.name] = sum(ran for _, ran in results)
@@ -169,7 +175,7 @@ def mix(recipe: Recipe, run: Stages, rows: list[list]) -> list[Record]:
     files = [[s[i].files[0] for s in scored] for i in range(len(rows))]
     digest = hashlib.sha256("".join(f.sha256 for shard in files for f in shard).encode()).hexdigest()
     stage = Merge(tuple((n, kd.teacher_weights[n]) for n in names), staged_row_schema(recipe),
-                  targets=lambda shard: [read_rows(store, [f]) for f in files[shard]])
+                  targets=partial(shard_rows_each, store, files))
     return run.run(stage, rows, "kd_merge", [digest])
 
 
@@ -329,7 +335,7 @@ def _generate(recipe: Recipe, run: Stages, fitted: list[Record], staged: pa.Sche
             batches = EngineBatches(name, spec, params, progress, total)
             batches.done = done
             stage = Generate(name, model, system, params, spec.__dict__, teacher.batch_size, staged, complete=batches)
-            records = run.run(stage, _files(fitted), "generate")
+            records = run.run(stage, _files(fitted), "generate", in_flow=True)  # its batches are cached task runs
             out.append(records)
             done += sum(r.rows_out for r in records)
             if shown is not None:
@@ -409,17 +415,12 @@ def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Rec
     created, kd = b.created_at, bool(recipe.kd.top_k) and schema is None
     schema = schema or published_schema(recipe)
 
-    def kept(file) -> pa.Table:
-        rows = [{**row, "run_id": b.run_id, "created_at": row.get("created_at") or created} for row in read_rows(store, [file])]
-        table = to_table(rows, schema)
-        return round_logprobs(table, recipe.kd.logprob_bits) if kd else table
-
-    def rejected(file) -> pa.Table:
-        return rejects_table([{**row, "run_id": b.run_id, "created_at": created} for row in read_rows(store, [file])])
-
     rejected_files = [r.files[1] for records in run.records.values() for r in records if r.files[1].rows]
-    streams = [Stream([(partial(kept, r.files[0]), r.rows_out) for r in final], "data", "train", schema),
-               Stream([(partial(rejected, f), f.rows) for f in rejected_files], "rejected", "rejected", REJECT_SCHEMA)]
+    bits = recipe.kd.logprob_bits if kd else None
+    streams = [Stream([(partial(kept_part, store, r.files[0], b.run_id, created, schema, bits), r.rows_out) for r in final],
+                      "data", "train", schema),
+               Stream([(partial(rejected_part, store, f, b.run_id, created), f.rows) for f in rejected_files],
+                      "rejected", "rejected", REJECT_SCHEMA)]
     with timed(b.stages, "write"):
         kd_info, files = (None, None)
         if kd:
@@ -430,6 +431,18 @@ def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Rec
         manifest = write_staged(store, quote(streams), recipe, quote(make), b.previous_run, quote(files))
     manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
     return manifest
+
+
+def kept_part(store, file, run_id: str, created, schema: pa.Schema, logprob_bits: int | None) -> pa.Table:
+    """A staged shard's kept rows as published (`Stream` parts: module-level, so a part travels
+    to the worker that writes the shards)."""
+    rows = [{**row, "run_id": run_id, "created_at": row.get("created_at") or created} for row in read_rows(store, [file])]
+    table = to_table(rows, schema)
+    return table if logprob_bits is None else round_logprobs(table, logprob_bits)
+
+
+def rejected_part(store, file, run_id: str, created) -> pa.Table:
+    return rejects_table([{**row, "run_id": run_id, "created_at": created} for row in read_rows(store, [file])])
 
 
 def _kd_entries(store, file) -> int:

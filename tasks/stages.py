@@ -12,6 +12,7 @@ import json
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import pyarrow.compute as pc
 
@@ -20,6 +21,7 @@ from prefect.cache_policies import NONE
 from prefect.utilities.annotations import quote
 
 from distillery.adapters import dedup_index
+from distillery.adapters.worker import in_worker, peak_rss_mib
 from distillery.adapters.storage import Dataset, list_source, storage_options
 from distillery.dedup import Deduplicator
 from distillery.faults import failpoint
@@ -27,7 +29,7 @@ from distillery.recipe import Recipe
 from distillery.sources import StreamedSource, stream_sources
 from distillery.stages.contract import Record, StagedFile
 from distillery.stages.dedup import DROP_SCHEMA, find_duplicates, drops_digest
-from distillery.stages.executor import read_table, run_shard, source_done, stage_source
+from distillery.stages.executor import read_rows, read_table, run_shard, source_done, stage_source
 from distillery.stages.prompts import SEED_SCHEMA
 from distillery.stages.staged import decode_table, encode
 from tasks.retry import ENGINE_TAG, engine_died, transient
@@ -53,8 +55,15 @@ def load(recipe: Recipe, store: Dataset, root: str) -> tuple[list[Record], dict]
     done = source_done(store, root, "load", key)
     if done is not None:
         return done[0], {"digest": done[1]["digest"], "rows_in": done[1]["rows_in"], "shards_written": 0}
+    (records, about), peak = in_worker(_load_source, store, root, key, files, src, recipe.output.stage_rows)
+    get_run_logger().info("load: %d rows in %d shards (worker peak RSS %d MiB)", about["rows_in"], len(records), peak)
+    return records, about
+
+
+def _load_source(store: Dataset, root: str, key: str, files: list, src, stage_rows: int) -> tuple[list[Record], dict]:
+    """In the worker: the source streamed into seed shards (the seen-id set grows with the source)."""
     seen = StreamedSource()
-    shards = stream_sources(files, recipe.output.stage_rows, seen, fmt=src.format, instruction_column=src.instruction_column,
+    shards = stream_sources(files, stage_rows, seen, fmt=src.format, instruction_column=src.instruction_column,
                             input_column=src.input_column, id_column=src.id_column, limit=src.limit,
                             response_column=src.response_column)
     records, written = stage_source(store, root, "load", key, shards, SEED_SCHEMA,
@@ -71,29 +80,40 @@ def _run_group(store: Dataset, root: str, stage, shards: list[tuple[int, list[St
 
 
 @task(name="stage", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
-def stage_shards(store: Dataset, root: str, stage, shards: list[tuple[int, list[StagedFile]]], extra: list[str]) -> list[tuple[Record, bool]]:
-    """A CPU stage over a group of shards."""
-    return _run_group(store, root, stage, shards, extra)
+def stage_shards(store: Dataset, root: str, stage, shards: list[tuple[int, list[StagedFile]]],
+                 extra: list[str], in_flow: bool = False) -> tuple[list[tuple[Record, bool]], int | None]:
+    """A CPU stage over a group of shards, in the build's worker process; or, `in_flow`, in
+    this one (a stage whose batches are task runs of their own: generate). Returns the
+    shards' (record, ran) and the worker's peak RSS in MiB (None in this process)."""
+    if in_flow:
+        return _run_group(store, root, stage, shards, extra), None
+    return in_worker(_run_group, store, root, stage, shards, extra)
 
 
 @task(name="engine-stage", cache_policy=NONE, tags=[ENGINE_TAG], retries=1, retry_condition_fn=engine_died)
-def engine_stage_shards(store: Dataset, root: str, stage, shards: list[tuple[int, list[StagedFile]]], extra: list[str]) -> list[tuple[Record, bool]]:
-    """An engine stage over a group of shards: the engine opens once per process, not per shard."""
+def engine_stage_shards(store: Dataset, root: str, stage, shards: list[tuple[int, list[StagedFile]]],
+                        extra: list[str]) -> list[tuple[Record, bool]]:
+    """An engine stage over a group of shards, in this process: the engine opens once per
+    process, not per shard."""
     return _run_group(store, root, stage, shards, extra)
 
 
 def run_stage(store: Dataset, root: str, stage, inputs: list[list[StagedFile]], extra: list[str] = (),
-              engine: bool = False, on_group=None) -> list[tuple[Record, bool]]:
+              engine: bool = False, on_group=None, in_flow: bool = False) -> list[tuple[Record, bool]]:
     """Every shard of a stage, as task runs over groups of shards. `inputs[i]` are shard i's
-    input files. Returns (record, ran now) per shard, in shard order; `on_group(done, total)`
-    hears of each group finished."""
-    runner = engine_stage_shards if engine else stage_shards
+    input files. Returns (record, ran now) per shard, in shard order; `on_group(done, total,
+    peak)` hears of each group finished (peak: the worker's peak RSS in MiB, None in this process)."""
     results: list[tuple[Record, bool]] = []
     for group in groups(list(enumerate(inputs))):
         name = f"{stage.name}-{group[0][0]:05d}" + (f"-{group[-1][0]:05d}" if len(group) > 1 else "")
-        results += runner.with_options(task_run_name=name)(store, root, quote(stage), quote(group), list(extra))
+        args = (store, root, quote(stage), quote(group), list(extra))
+        if engine:
+            done, peak = engine_stage_shards.with_options(task_run_name=name)(*args), None
+        else:
+            done, peak = stage_shards.with_options(task_run_name=name)(*args, in_flow=in_flow)
+        results += done
         if on_group is not None:
-            on_group(len(results), len(inputs))
+            on_group(len(results), len(inputs), peak)
     return results
 
 
@@ -138,26 +158,27 @@ def _find_duplicates(uri: str, options: dict, folder: str, signature_files: list
     drop_file = StagedFile(f"{folder}/drops.parquet", sha, len(data), len(drops))
     store.write(drop_file.path, data)
     counts["digest"] = drops_digest(drops)
-    counts["worker_peak_rss_mib"] = _peak_rss_mib()
+    counts["worker_peak_rss_mib"] = peak_rss_mib()
     return drop_file, counts
 
 
-def _peak_rss_mib() -> int:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
-    try:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) // 1024 for line in fh if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-
-
-def shard_drops(store: Dataset, drop_file: StagedFile):
+def shard_drops(store: Dataset, drop_file: StagedFile) -> partial:
     """`ApplyDrops.drops`: one shard's verdicts, read from the staged drop list when asked."""
-    def drops(shard: int) -> dict[int, dict]:
-        table = decode_table(store.read(drop_file.path), drop_file.sha256, drop_file.path)
-        mine = table.filter(pc.equal(table.column("shard"), shard))
-        return {row["offset"]: row for row in mine.to_pylist()}
+    return partial(_drops_of, store, drop_file)
 
-    return drops
+
+def _drops_of(store: Dataset, drop_file: StagedFile, shard: int) -> dict[int, dict]:
+    table = decode_table(store.read(drop_file.path), drop_file.sha256, drop_file.path)
+    mine = table.filter(pc.equal(table.column("shard"), shard))
+    return {row["offset"]: row for row in mine.to_pylist()}
+
+
+def shard_rows(store: Dataset, files: list[StagedFile], shard: int) -> list[dict]:
+    """Shard `shard`'s rows, with `files[shard]` its file (partial(shard_rows, store, files)
+    is what a stage that reads another stage's shard is given: it travels to the worker)."""
+    return read_rows(store, [files[shard]])
+
+
+def shard_rows_each(store: Dataset, files: list[list[StagedFile]], shard: int) -> list[list[dict]]:
+    """The rows of each of `files[shard]` (one file per teacher, say)."""
+    return [read_rows(store, [f]) for f in files[shard]]

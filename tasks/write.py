@@ -31,6 +31,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from distillery.adapters.storage import Dataset, PublishConflict, StorageError, open_dataset, storage_options
+from distillery.adapters.worker import in_worker
 from distillery.card import PICTURES, card_facts, pictures, schema_facts
 from distillery.errors import DistilleryError
 from distillery.faults import failpoint
@@ -141,6 +142,14 @@ def publish_stream(ds: Dataset, streams: list[Stream], spec: ShardSpec, make_man
     """`publish` from staged parts (`stages.publish.Stream`, one per folder), never holding
     more than one part: what a staged build publishes."""
     staging = f"{STAGING}/{attempt}"
+    written, facts = write_streams(ds, streams, spec, staging)
+    return commit(ds, staging, written, [s.prefix for s in streams], make_manifest, facts, previous_run, attempt, files, clean)
+
+
+def write_streams(ds: Dataset, streams: list[Stream], spec: ShardSpec, staging: str) -> tuple[list[list], dict]:
+    """Step 1 of the protocol for staged parts: every final shard of each stream written
+    under `staging`, a part at a time. Returns the shards per stream and the card's facts
+    (columns, lengths)."""
     written, tallies = [], []
     for stream in streams:
         plans = stream_plan(stream.rows, rows_per_stream_shard(stream.first_table(), spec), stream.prefix, stream.split)
@@ -160,7 +169,7 @@ def publish_stream(ds: Dataset, streams: list[Stream], spec: ShardSpec, make_man
         tallies.append(tally)
     facts = {"columns": schema_facts(streams[0].schema, streams[1].schema if len(streams) > 1 else None),
              "lengths": tallies[0].histogram()}
-    return commit(ds, staging, written, [s.prefix for s in streams], make_manifest, facts, previous_run, attempt, files, clean)
+    return written, facts
 
 
 def commit(ds: Dataset, staging: str, written: list[list], prefixes: list[str], make_manifest, facts: dict,
@@ -270,10 +279,14 @@ def write_dataset(
 def write_staged(ds: Dataset, streams: list, recipe: Recipe, make_manifest: make_manifest_for,
                  previous_run: str | None, files: dict[str, bytes] | None = None) -> dict:
     """`write_dataset` for a staged build: the final shards are cut from the staged ones as
-    they stream past (`publish_stream`); same protocol, manifest last."""
+    they stream past, in the build's worker process (`write_streams`); then the commit,
+    manifest last. Same protocol as `publish_stream`."""
+    staging = f"{STAGING}/{make_manifest.attempt}"
     try:
-        manifest = publish_stream(ds, streams, shard_spec(recipe), make_manifest, previous_run, make_manifest.attempt, files,
-                                  clean=False)  # the flow removes _temporary/ once it has read what it needs
+        (written, facts), peak = in_worker(write_streams, ds, streams, shard_spec(recipe), staging)
+        get_run_logger().info("wrote %d shards under %s (worker peak RSS %d MiB)", sum(map(len, written)), staging, peak)
+        manifest = commit(ds, staging, written, [s.prefix for s in streams], make_manifest, facts, previous_run,
+                          make_manifest.attempt, files, clean=False)  # the flow removes _temporary/ once it has read what it needs
     except PublishConflict:
         raise
     except StorageError as err:

@@ -19,6 +19,7 @@ import posixpath
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from fsspec.core import url_to_fs
@@ -400,5 +401,5 @@ def list_source(uri: str, what: str = "file", retries: int = 5, backoff: float =
     return out
 
 
-def _opener(fs, path: str):
-    return lambda: fs.open(path, "rb", compression="infer")
+def _opener(fs, path: str) -> partial:
+    return partial(fs.open, path, "rb", compression="infer")  # picklable: opened in the build's worker

@@ -15,6 +15,7 @@ import bisect
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -136,7 +137,11 @@ def drop_map(drops: Iterable[dict]) -> Callable[[int], dict[int, dict]]:
     by_shard: dict[int, dict[int, dict]] = {}
     for d in drops:
         by_shard.setdefault(d["shard"], {})[d["offset"]] = d
-    return lambda shard: by_shard.get(shard, {})
+    return partial(_drops_in, by_shard)
+
+
+def _drops_in(by_shard: dict[int, dict[int, dict]], shard: int) -> dict[int, dict]:
+    return by_shard.get(shard, {})
 
 
 def signature_matrix(table: pa.Table, num_perm: int) -> np.ndarray:
