@@ -5,6 +5,9 @@ on 10k, 100k and 1M rows: each build in a fresh process of its own, as a Prefect
 with Prefect's local API, the prompt standing in for the teacher's answer. Prompts are
 40 words drawn from the seed tasks' vocabulary; 1% are near copies of an earlier prompt
 (one word changed), 0.5% exact copies, and one line in the middle is malformed JSON.
+The flow process sends work to the build's worker process (load, CPU stages, publish;
+adapters.worker) and a process of find-duplicates' own: the figures are the flow's peak
+RSS and each stage's peak in its worker.
 
 Part 2, the engine stages: the same prompts through the real teacher (max_tokens 4), once
 as the in-memory path generates (tasks.generate.generate, one engine) and once through the
@@ -115,6 +118,7 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
         b.rows_in = about["rows_in"]
         run = Stages(store, root, b)
         run.records["load"] = loaded
+        run.worker_rss["load"] = about["worker_peak_rss_mib"]
         rendered = run.run(Render(recipe.teacher.system_prompt), _files(loaded), "render")
         rss["render"] = peak_rss_mib()
         answered = run.run(StandIn(staged), _files(rendered), "stand-in answers")
@@ -123,6 +127,7 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
         rss["signatures"] = peak_rss_mib()
         with timed(b.stages, "find-duplicates"):
             drop_file, counts = duplicates(store, root, sigs, recipe)
+        run.worker_rss["find-duplicates"] = counts["worker_peak_rss_mib"]
         rss["find-duplicates"] = peak_rss_mib()
         final = run.run(ApplyDrops(shard_drops(store, drop_file), staged, counts["digest"]), _files(answered), "dedup", [counts["digest"]])
         rss["dedup"] = peak_rss_mib()
@@ -131,7 +136,8 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
         store.remove_tree("_temporary")
         rss["publish"] = peak_rss_mib()
         return {"stage_seconds": manifest["summary"]["stage_seconds"], "kept": manifest["rows"], "rejected": manifest["rejected_rows"],
-                "shards": len(manifest["shards"]), "worker_peak_rss_mib": counts["worker_peak_rss_mib"], "dropped": counts["dropped"]}
+                "shards": len(manifest["shards"]), "worker_peak_rss_mib": counts["worker_peak_rss_mib"], "dropped": counts["dropped"],
+                "stage_worker_peak_rss_mib": run.worker_rss}
 
     def summary_of(run, about, answered, final, counts) -> dict:
         from collections import Counter
@@ -183,7 +189,9 @@ def main() -> None:
                   "flow_peak_rss_mib_each": [r["flow_peak_rss_mib"] for r in runs],
                   "non_engine_seconds": statistics.median(sum(v for k, v in r["stage_seconds"].items() if k != "stand-in answers")
                                                           for r in runs),
-                  "worker_peak_rss_mib": statistics.median(r["worker_peak_rss_mib"] for r in runs)}
+                  "worker_peak_rss_mib": statistics.median(r["worker_peak_rss_mib"] for r in runs),
+                  "stage_worker_peak_rss_mib": {stage: statistics.median(r["stage_worker_peak_rss_mib"][stage] for r in runs)
+                                                for stage in runs[0]["stage_worker_peak_rss_mib"]}}
         results.append({"median": median, "runs": runs})
         print(json.dumps(median), flush=True)
     if len(results) > 1:

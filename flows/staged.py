@@ -116,6 +116,8 @@ def _started(recipe: Recipe, stages: int | None = None) -> tuple[Stages | None, 
     b.rows_in = about["rows_in"]
     run = Stages(store, root, b, stages=_stage_count(recipe, answered=False) if stages is None else stages, shards=len(loaded))
     run.records["load"], run.ran["load"] = loaded, about["shards_written"]
+    if about["worker_peak_rss_mib"] is not None:
+        run.worker_rss["load"] = about["worker_peak_rss_mib"]
     return run, None
 
 
@@ -264,6 +266,7 @@ def survivors(recipe: Recipe, run: Stages, generated: list[list[Record]]) -> tup
         sigs = run.run(Signatures(config.field, config.params()), per_shard, "dedup")
         with timed(b.stages, "dedup"):
             drop_file, counts = duplicates(store, root, sigs, recipe)
+        run.worker_rss["find-duplicates"] = counts["worker_peak_rss_mib"]
         drops = shard_drops(store, drop_file)
     final = run.run(ApplyDrops(drops, staged, counts["digest"]), per_shard, "dedup", [counts["digest"]])
     if recipe.judge.enabled:
@@ -428,7 +431,7 @@ def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Rec
             kd_info["entries"] = sum(_kd_entries(store, r.files[0]) for r in final)
         summary["stage_seconds"] = {k: round(v, 3) for k, v in b.stages.items()}
         make = make_manifest_for(recipe, summary, b.run_id, created, engine_info(recipe), b.key, b.source_digest, kd_info)
-        manifest = write_staged(store, quote(streams), recipe, quote(make), b.previous_run, quote(files))
+        manifest, run.worker_rss["publish"] = write_staged(store, quote(streams), recipe, quote(make), b.previous_run, quote(files))
     manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
     return manifest
 

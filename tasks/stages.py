@@ -46,7 +46,8 @@ def groups(shards: list, limit: int = MAX_TASKS_PER_STAGE) -> list[list]:
 def load(recipe: Recipe, store: Dataset, root: str) -> tuple[list[Record], dict]:
     """The source, streamed into staged seed shards of `output.stage_rows`; a source whose
     files (names, sizes, ETags or mtimes) and settings are unchanged is not read again.
-    Returns the records and {digest, rows_in, shards_written}."""
+    Returns the records and {digest, rows_in, shards_written, worker_peak_rss_mib (None when
+    the source was not read again)}."""
     st, src = recipe.storage, recipe.source
     files = list_source(src.uri, "seed file", st.retries, st.retry_backoff_seconds,
                         **storage_options(st.credentials_block, st.endpoint_url))
@@ -54,10 +55,11 @@ def load(recipe: Recipe, store: Dataset, root: str) -> tuple[list[Record], dict]
                                      [(f.uri, f.size, f.mark) for f in files]], sort_keys=True).encode()).hexdigest()
     done = source_done(store, root, "load", key)
     if done is not None:
-        return done[0], {"digest": done[1]["digest"], "rows_in": done[1]["rows_in"], "shards_written": 0}
+        return done[0], {"digest": done[1]["digest"], "rows_in": done[1]["rows_in"], "shards_written": 0,
+                         "worker_peak_rss_mib": None}
     (records, about), peak = in_worker(_load_source, store, root, key, files, src, recipe.output.stage_rows)
     get_run_logger().info("load: %d rows in %d shards (worker peak RSS %d MiB)", about["rows_in"], len(records), peak)
-    return records, about
+    return records, {**about, "worker_peak_rss_mib": peak}
 
 
 def _load_source(store: Dataset, root: str, key: str, files: list, src, stage_rows: int) -> tuple[list[Record], dict]:

@@ -277,10 +277,11 @@ def write_dataset(
 
 @task(name="write-shards", cache_policy=NONE)
 def write_staged(ds: Dataset, streams: list, recipe: Recipe, make_manifest: make_manifest_for,
-                 previous_run: str | None, files: dict[str, bytes] | None = None) -> dict:
+                 previous_run: str | None, files: dict[str, bytes] | None = None) -> tuple[dict, int]:
     """`write_dataset` for a staged build: the final shards are cut from the staged ones as
     they stream past, in the build's worker process (`write_streams`); then the commit,
-    manifest last. Same protocol as `publish_stream`."""
+    manifest last. Same protocol as `publish_stream`. Returns the manifest and the worker's
+    peak RSS in MiB."""
     staging = f"{STAGING}/{make_manifest.attempt}"
     try:
         (written, facts), peak = in_worker(write_streams, ds, streams, shard_spec(recipe), staging)
@@ -294,4 +295,4 @@ def write_staged(ds: Dataset, streams: list, recipe: Recipe, make_manifest: make
                            "storage answers: finished stages are not redone") from None
     get_run_logger().info("published %s: %d shards, %d rows (attempt %s)", recipe.output.uri, len(manifest["shards"]),
                           manifest["rows"], make_manifest.attempt)
-    return manifest
+    return manifest, peak
