@@ -2,7 +2,9 @@
 
 Each task run works through its shards one at a time (memory: one shard), skipping
 those whose completion record matches, so a retry or a rerun redoes only unfinished
-shards. Engine stages carry the `gpu` tag, so the concurrency limit still holds.
+shards. CPU stages, and the load, run in the build's worker process (adapters.worker):
+the task run sends the stage and its files there and gets the records back. Engine
+stages run here and carry the `gpu` tag, so the concurrency limit still holds.
 """
 
 from __future__ import annotations
