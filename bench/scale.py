@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from distillery.adapters.worker import peak_rss_mib  # noqa: E402  (this process's VmHWM)
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -68,14 +68,6 @@ def seed_file(rows: int, path: Path, words: int = 40) -> dict:
     return planted
 
 
-def peak_rss_mib() -> int:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) // 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-
-
 def in_child(fn, *args):
     """fn(*args) in a forked child: what it allocates (the generated source) is not this
     process's peak RSS, which is the flow's to measure."""
@@ -96,7 +88,8 @@ def cpu_build(rows: int, stage_rows: int) -> dict:
     from distillery.stages.dedup import ApplyDrops, Signatures
     from distillery.stages.prompts import Render
     from flows.build import open_build, timed
-    from flows.staged import Stages, _files, publish_staged, staged_row_schema, staging_root
+    from flows.publish import publish_staged
+    from flows.staged import Stages, _files, staged_row_schema, staging_root
     from scale_stages import StandIn
     from tasks.stages import duplicates, load, shard_drops
     from tasks.write import dataset_for

@@ -72,7 +72,7 @@ def side_by_side(rows: int, max_tokens: int = 4, stage_rows: int = 5_000, repeat
     for side, (seconds, done) in times.items():
         per_side.setdefault(side.strip(), []).append(done / seconds)
     best = {side: max(v) for side, v in per_side.items()}
-    from scale import peak_rss_mib
+    from distillery.adapters.worker import peak_rss_mib
 
     return {"engine_rows": rows, "max_tokens": max_tokens, "stage_rows": stage_rows,
             "completions_per_second": {k: [round(x, 1) for x in v] for k, v in per_side.items()},

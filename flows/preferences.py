@@ -24,7 +24,8 @@ from distillery.stages.executor import totals
 from distillery.stages.preferences import Pairs
 from distillery.stages.staged import nullable
 from flows.build import check_judge
-from flows.staged import _files, _started, answer, first_rows, publish_staged, survivors
+from flows.publish import first_rows, publish_staged
+from flows.staged import _files, _started, answer, survivors
 from tasks.report import publish_report
 from tasks.stages import shard_rows
 from tasks.write import STAGING

@@ -23,34 +23,30 @@ from collections.abc import Sequence
 from functools import partial
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.utilities.annotations import quote
 
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.diversity import diversity_report
 from distillery.generation import sampling_kwargs
 from distillery.judge import judge_report_from_counts
-from distillery.kd import round_logprobs, with_kd
 from distillery.progress import current as current_progress
 from distillery.recipe import Recipe
 from distillery.report import accounting_errors, format_summary, summary_from_counts
-from distillery.schema import REJECT_SCHEMA, ROW_SCHEMA, STORED_AS, rejects_table, to_table
+from distillery.schema import STORED_AS
 from distillery.stages.contract import Record
 from distillery.stages.dedup import ApplyDrops, Signatures, drop_map, drops_digest
 from distillery.stages.engine import Filter, Fit, Generate, Judge, score_counts, staged_schema
-from distillery.stages.executor import read_rows, read_table, stage_source, totals
+from distillery.stages.executor import read_table, stage_source, totals
 from distillery.stages.kd import TARGETS_SCHEMA, Given, Merge, Score
 from distillery.stages.prompts import SEED_SCHEMA, Render
-from distillery.stages.publish import Stream
-from flows.build import Build, check_judge, check_kd_teachers, engine_info, open_build, sample_table, timed, unchanged
+from flows.build import Build, check_judge, check_kd_teachers, open_build, sample_table, timed, unchanged
+from flows.publish import first_rows, publish_staged, published_schema
 from tasks.generate import EngineBatches
 from tasks.judge import judge_params
-from tasks.kd import kd_section
 from tasks.report import publish_report
 from tasks.stages import duplicates, load, run_stage, shard_drops, shard_rows_each
-from tasks.write import STAGING, dataset_for, make_manifest_for, write_staged
+from tasks.write import STAGING, dataset_for
 from tasks.dedup import update_index_from
 
 DIVERSITY_SAMPLE = 20_000  # kept rows the diversity report reads (the first, in build order)
@@ -75,7 +71,8 @@ class Stages:
         self.units, self.finished = stages * shards, 0  # stage-shards, for the UI's progress
         self.progress = create_progress_artifact(0.0, description="shards done per stage") if self.units else None
 
-    def _shown(self, name: str, done: int, total: int, peak: int | None = None) -> None:
+    def _group_done(self, name: str, done: int, total: int, peak: int | None = None) -> None:
+        """A group of shards finished: the worker's peak, then the UI's progress."""
         if peak is not None:
             self.worker_rss[name] = max(peak, self.worker_rss.get(name, 0))
         if self.progress is not None:
@@ -88,7 +85,7 @@ class Stages:
         """`run_stage`: an engine stage (`engine`) and a stage whose batches are task runs
         (`in_flow`) run in this process, every other in the build's worker process."""
         with timed(self.b.stages, timer):
-            results = run_stage(self.store, self.root, stage, inputs, extra, engine, partial(self._shown, stage.name), in_flow)
+            results = run_stage(self.store, self.root, stage, inputs, extra, engine, partial(self._group_done, stage.name), in_flow)
         self.finished += len(results)
         self.records[stage.name] = [r for r, _ in results]
         self.ran[stage.name] = sum(ran for _, ran in results)
@@ -233,10 +230,6 @@ def _stage_count(recipe: Recipe, answered: bool) -> int:
     if not answered and recipe.kd.top_k and recipe.kd.teacher_weights:
         answering += len(recipe.kd.teacher_weights) + 1  # score-<teacher> each, kd-merge
     return answering + recipe.dedup.enabled + 1 + 2 * recipe.judge.enabled
-
-
-def published_schema(recipe: Recipe) -> pa.Schema:
-    return with_kd(ROW_SCHEMA, recipe.kd.logprob_dtype) if recipe.kd.top_k else ROW_SCHEMA
 
 
 def staged_row_schema(recipe: Recipe) -> pa.Schema:
@@ -400,55 +393,3 @@ def _sample_texts(store, final: list[Record], column: str = "response") -> list[
             break
         texts += [t or "" for t in read_table(store, r.files[0]).column(STORED_AS.get(column, column)).to_pylist()]
     return texts[:DIVERSITY_SAMPLE]
-
-
-def first_rows(store, final: list[Record], count: int = 10) -> list[dict]:
-    rows: list[dict] = []
-    for r in final:
-        if len(rows) >= count:
-            break
-        rows += read_rows(store, [r.files[0]])[:count]
-    return rows[:count]
-
-
-def publish_staged(recipe: Recipe, b: Build, store, run: Stages, final: list[Record], summary: dict,
-                   schema: pa.Schema | None = None) -> dict:
-    """The kept rows (of `schema`: by default the recipe's row schema) and every stage's
-    rejects, cut from the staged shards into the final ones a part at a time; manifest last."""
-    created, kd = b.created_at, bool(recipe.kd.top_k) and schema is None
-    schema = schema or published_schema(recipe)
-
-    rejected_files = [r.files[1] for records in run.records.values() for r in records if r.files[1].rows]
-    bits = recipe.kd.logprob_bits if kd else None
-    streams = [Stream([(partial(kept_part, store, r.files[0], b.run_id, created, schema, bits), r.rows_out) for r in final],
-                      "data", "train", schema),
-               Stream([(partial(rejected_part, store, f, b.run_id, created), f.rows) for f in rejected_files],
-                      "rejected", "rejected", REJECT_SCHEMA)]
-    with timed(b.stages, "write"):
-        kd_info, files = (None, None)
-        if kd:
-            kd_info, files = kd_section(recipe, [])
-            kd_info["entries"] = sum(_kd_entries(store, r.files[0]) for r in final)
-        summary["stage_seconds"] = {k: round(v, 3) for k, v in b.stages.items()}
-        make = make_manifest_for(recipe, summary, b.run_id, created, engine_info(recipe), b.key, b.source_digest, kd_info)
-        manifest, run.worker_rss["publish"] = write_staged(store, quote(streams), recipe, quote(make), b.previous_run, quote(files))
-    manifest["summary"]["stage_seconds"]["write"] = round(b.stages["write"], 3)
-    return manifest
-
-
-def kept_part(store, file, run_id: str, created, schema: pa.Schema, logprob_bits: int | None) -> pa.Table:
-    """A staged shard's kept rows as published (`Stream` parts: module-level, so a part travels
-    to the worker that writes the shards)."""
-    rows = [{**row, "run_id": run_id, "created_at": row.get("created_at") or created} for row in read_rows(store, [file])]
-    table = to_table(rows, schema)
-    return table if logprob_bits is None else round_logprobs(table, logprob_bits)
-
-
-def rejected_part(store, file, run_id: str, created) -> pa.Table:
-    return rejects_table([{**row, "run_id": run_id, "created_at": created} for row in read_rows(store, [file])])
-
-
-def _kd_entries(store, file) -> int:
-    """kd.entries of a staged shard, counted in Arrow: (token, k) pairs stored."""
-    per_token = read_table(store, file).column("kd_topk_ids").combine_chunks().flatten()
-    return int(pc.sum(pc.list_value_length(per_token)).as_py() or 0)
