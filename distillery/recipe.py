@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 from distillery.errors import DistilleryError
+from distillery.execution import ExecutionConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -400,6 +401,11 @@ class Recipe(_Strict):
     storage: StorageConfig = Field(
         default_factory=StorageConfig,
         description="S3 credentials (by reference), endpoint and retries, for every s3:// URI.",
+    )
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig,
+        description="Where the build runs: this process, or a Ray cluster (warm engines per GPU). "
+        "Changes nothing in what is built.",
     )
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import posixpath
+import uuid
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -35,8 +36,8 @@ class StorageError(DistilleryError, OSError):
     """A path that cannot be read or written; the message names it."""
 
 
-class PublishConflict(StorageError):
-    """Another writer published this dataset first."""
+class PublishConflict(StorageError, FileExistsError):
+    """Another writer published this dataset (or committed this shard) first."""
 
 
 # Connection-level failures, by class name so that botocore/aiohttp stay optional imports.
@@ -261,7 +262,8 @@ class Dataset:
         final = self.path(relative)
         local = self.local_path()
         if local is not None:
-            tmp = self.path(f".{posixpath.basename(relative)}.{os.getpid()}.tmp")
+            # unique per writer, threads included: two tries racing in one process must not share it
+            tmp = self.path(f".{posixpath.basename(relative)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
             self._makedirs(relative)
             with open(tmp, "wb") as fh:
                 fh.write(data)

@@ -33,6 +33,7 @@ class Store(Protocol):
     def exists(self, path: str) -> bool: ...
     def list(self, folder: str) -> list[str]: ...
     def remove(self, path: str) -> None: ...
+    def create(self, path: str, data: bytes) -> None: ...  # FileExistsError if it exists: one writer wins
 
 
 class AccountingError(RuntimeError):
@@ -86,11 +87,18 @@ def read_table(store: Store, file: StagedFile) -> pa.Table:
 
 
 def write_shard(store: Store, folder: str, name: str, shard: int, key: str, rows_in: int,
-                rows: list[dict], schema: pa.Schema, rejected: list[dict], facts: dict, seconds: float) -> Record:
-    """Rows, then rejects, then the record: a record is only ever written after its files."""
+                rows: list[dict], schema: pa.Schema, rejected: list[dict], facts: dict, seconds: float,
+                attempt: str | None = None) -> Record:
+    """Rows, then rejects, then the record: a record is only ever written after its files.
+
+    With `attempt` (an id unique to this try), the files get it in their names and the record
+    is created only if no other try committed first (create-only: a hard link on disk,
+    If-None-Match on S3): two tries of a shard running at once (at-least-once executors)
+    never overwrite each other's files, and the one committed is the one every reader sees."""
     files = []
-    for path, part, part_schema in ((f"{folder}/{part_name(shard)}", rows, schema),
-                                    (f"{folder}/{rejected_name(shard)}", rejected, STAGED_REJECTS)):
+    tag = f".{attempt}" if attempt else ""
+    for path, part, part_schema in ((f"{folder}/{part_name(shard)[:-8]}{tag}.parquet", rows, schema),
+                                    (f"{folder}/{rejected_name(shard)[:-8]}{tag}.parquet", rejected, STAGED_REJECTS)):
         data, sha = encode(part, part_schema)
         store.write(path, data)
         files.append(StagedFile(path, sha, len(data), len(part)))
@@ -98,26 +106,40 @@ def write_shard(store: Store, folder: str, name: str, shard: int, key: str, rows
     reasons = Counter(r["reason"] for r in rejected)
     record = Record(name, shard, key, rows_in, tuple(files), tuple(sorted(reasons.items())),
                     tuple(sorted(facts.items())), round(seconds, 3))
-    store.write(f"{folder}/{record_name(shard)}", record.dumps())
+    if attempt is None:
+        store.write(f"{folder}/{record_name(shard)}", record.dumps())
+        return record
+    try:
+        store.create(f"{folder}/{record_name(shard)}", record.dumps())
+    except FileExistsError:
+        winner = finished(store, folder, shard, key)
+        if winner is None:
+            raise
+        for f in files:  # the other try won: its files are the shard's
+            store.remove(f.path)
+        return winner
     return record
 
 
 def run_shard(store: Store, root: str, stage: Stage, shard: int, inputs: Sequence[StagedFile],
-              extra_inputs: Sequence[str] = ()) -> tuple[Record, bool]:
+              extra_inputs: Sequence[str] = (), attempt: str | None = None) -> tuple[Record, bool]:
     """Run `stage` on one shard (the rows of `inputs`), or find it done. Returns (record, ran).
 
-    `extra_inputs` are checksums of other files the stage depends on (a drop list)."""
+    `extra_inputs` are checksums of other files the stage depends on (a drop list);
+    `attempt` commits create-only (write_shard)."""
     key = stage_key(stage, [f.sha256 for f in inputs] + list(extra_inputs))
     folder = f"{root}/{stage.name}"
     done = finished(store, folder, shard, key)
     if done is not None:
         return done, False
+    if attempt is not None and store.exists(f"{folder}/{record_name(shard)}"):
+        store.remove(f"{folder}/{record_name(shard)}")  # an earlier key's (or a torn) record: this try replaces it
     started = time.perf_counter()
     rows = read_rows(store, inputs)
     out = stage.run(rows, shard)
     record = write_shard(store, folder, stage.name, shard, key, len(rows), out.rows, stage.schema,
                          [{**r, "stage": r.get("stage") or stage.name} for r in out.rejected], out.facts,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, attempt)
     if not record.balanced(getattr(stage, "fanout", 1)):
         raise AccountingError(f"stage {stage.name} shard {shard}: {record.rows_in} rows in, {record.rows_out} out, "
                               f"{record.rejected} rejected (fanout {getattr(stage, 'fanout', 1)})")
