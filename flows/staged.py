@@ -28,6 +28,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
 from distillery.diversity import diversity_report
+from distillery.execution import ExecutionConfig
 from distillery.generation import sampling_kwargs
 from distillery.judge import judge_report_from_counts
 from distillery.progress import current as current_progress
@@ -61,10 +62,18 @@ def _files(records: list[Record]) -> list[list]:
 
 
 class Stages:
-    """The build's stages as they run: records per stage, shards run now, engine start."""
+    """The build's stages as they run: records per stage, shards run now, engine start; and
+    where they run (`execution`): here, or as Ray tasks with the engines in Ray actors."""
 
-    def __init__(self, store, root: str, build: Build, stages: int = 0, shards: int = 0):
+    def __init__(self, store, root: str, build: Build, stages: int = 0, shards: int = 0,
+                 execution: ExecutionConfig | None = None):
         self.store, self.root, self.b = store, root, build
+        self.execution = execution or ExecutionConfig()
+        self.pools: dict[EngineSpec, object] = {}  # Ray engine pools by engine settings
+        if self.execution.backend == "ray":
+            from distillery.adapters.ray_engines import connect
+
+            connect(self.execution.ray_address, self.execution.namespace)
         self.records: dict[str, list[Record]] = {}
         self.ran: dict[str, int] = {}
         self.worker_rss: dict[str, int] = {}  # the worker's peak RSS (MiB) per stage run there
@@ -85,7 +94,10 @@ class Stages:
         """`run_stage`: an engine stage (`engine`) and a stage whose batches are task runs
         (`in_flow`) run in this process, every other in the build's worker process."""
         with timed(self.b.stages, timer):
-            results = run_stage(self.store, self.root, stage, inputs, extra, engine, partial(self._group_done, stage.name), in_flow)
+            if self.execution.backend == "ray":
+                results = self._on_cluster(stage, inputs, list(extra), engine or in_flow)
+            else:
+                results = run_stage(self.store, self.root, stage, inputs, extra, engine, partial(self._group_done, stage.name), in_flow)
         self.finished += len(results)
         self.records[stage.name] = [r for r, _ in results]
         self.ran[stage.name] = sum(ran for _, ran in results)
@@ -95,6 +107,47 @@ class Stages:
         self.b.stages[timer] -= opened
         self.b.stages["engine_start"] = self.b.stages.get("engine_start", 0.0) + opened
         return self.records[stage.name]
+
+
+    def _on_cluster(self, stage, inputs: list[list], extra: list[str], engine: bool) -> list:
+        """Every shard of `stage` as a Ray task (tasks/ray_stages.py): an engine stage's shards
+        reserve no CPU (they wait on the engine actors), engines x inflight_batches at once."""
+        import ray
+
+        from tasks.ray_stages import run_stage_on_cluster
+
+        ex = self.execution
+        if engine:
+            engines = max((len(p.names) for p in self.pools.values()), default=1)
+            cpus, window = 0.0, engines * ex.inflight_batches
+        else:
+            free = ray.cluster_resources().get("CPU", 1)
+            cpus, window = ex.task_cpus, max(2, int(free // ex.task_cpus) if ex.task_cpus else int(free) * 2)
+        return run_stage_on_cluster(self.store, self.root, stage, inputs, extra, cpus, window, partial(self._group_done, stage.name))
+
+    def opener(self, spec: EngineSpec):
+        """`open_engine` for an engine stage: this process's engine, or the cluster's engines
+        for `spec` (started now, or found warm; the wait counts as engine start)."""
+        if self.execution.backend != "ray":
+            return partial(get_engine, spec)
+        if spec not in self.pools:
+            from distillery.adapters.ray_engines import start_pool
+
+            self.pools[spec], waited = start_pool(spec, self.execution)
+            self.b.stages["engine_start"] = self.b.stages.get("engine_start", 0.0) + waited
+            get_run_logger().info("engines for %s on the cluster: %s (%.1f s to start or find warm)",
+                                  spec.model, ", ".join(self.pools[spec].names), waited)
+        return self.pools[spec]
+
+    def batches(self, teacher: str, spec: EngineSpec, params: dict, progress, total: int, done: int):
+        """Generate's `complete`: cached task runs on this process's engine, or calls to the cluster's."""
+        if self.execution.backend == "ray":
+            from distillery.adapters.ray_engines import RemoteBatches
+
+            return RemoteBatches(teacher, spec.model, params, self.opener(spec))
+        batches = EngineBatches(teacher, spec, params, progress, total)
+        batches.done = done
+        return batches
 
 
 def _started(recipe: Recipe, stages: int | None = None) -> tuple[Stages | None, dict | None]:
@@ -111,7 +164,8 @@ def _started(recipe: Recipe, stages: int | None = None) -> tuple[Stages | None, 
         store.remove_tree(STAGING)  # a build that crashed after publishing left it
         return None, unchanged(recipe, b.published)
     b.rows_in = about["rows_in"]
-    run = Stages(store, root, b, stages=_stage_count(recipe, answered=False) if stages is None else stages, shards=len(loaded))
+    run = Stages(store, root, b, stages=_stage_count(recipe, answered=False) if stages is None else stages, shards=len(loaded),
+                 execution=recipe.execution)
     run.records["load"], run.ran["load"] = loaded, about["shards_written"]
     if about["worker_peak_rss_mib"] is not None:
         run.worker_rss["load"] = about["worker_peak_rss_mib"]
@@ -152,7 +206,7 @@ def staged_score_targets(recipe: Recipe) -> dict:
     else:
         spec = EngineSpec.from_teacher(teacher, logprobs_mode=kd.distribution)
         stage = Score(teacher.name, teacher.model, teacher.system_prompt, kd.top_k, spec.__dict__, teacher.batch_size,
-                      staged_row_schema(recipe), open_engine=partial(get_engine, spec))
+                      staged_row_schema(recipe), open_engine=run.opener(spec))
         scored = run.run(stage, _files(given), "score", engine=True)
     return finish(recipe, run, [given], mixed=scored, per_prompt=1, tokens=(0, 0))
 
@@ -169,7 +223,7 @@ def mix(recipe: Recipe, run: Stages, rows: list[list]) -> list[Record]:
         model, system = teachers[name]
         spec = EngineSpec.from_teacher(teacher, model=model, logprobs_mode="raw_logprobs")
         stage = Score(name, model, system, kd.top_k, spec.__dict__, teacher.batch_size, TARGETS_SCHEMA,
-                      open_engine=partial(get_engine, spec), slim=True)
+                      open_engine=run.opener(spec), slim=True)
         scored.append(run.run(stage, rows, "kd_merge", engine=True))
     files = [[s[i].files[0] for s in scored] for i in range(len(rows))]
     digest = hashlib.sha256("".join(f.sha256 for shard in files for f in shard).encode()).hexdigest()
@@ -194,7 +248,7 @@ def staged_synthesis(recipe: Recipe, b: Build, rows: list[dict], rejected: list[
     b.rows_in = len(rows) + len(rejected)
     schema = staged_row_schema(recipe) if answered else SEED_SCHEMA
     run = Stages(store, root, b, stages=_stage_count(recipe, answered) + 1 + (after_judge is not None),
-                 shards=max(1, -(-len(rows) // recipe.output.stage_rows)))
+                 shards=max(1, -(-len(rows) // recipe.output.stage_rows)), execution=recipe.execution)
     seeds = _stage_synthesized(run, recipe, rows, rejected, schema)
     generated = [seeds] if answered else answer(recipe, run, seeds)
     return finish(recipe, run, generated, extra, diversity_of, seed_texts, tokens if answered else None, after_judge,
@@ -328,8 +382,7 @@ def _generate(recipe: Recipe, run: Stages, fitted: list[Record], staged: pa.Sche
             params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
             if kd.top_k:
                 params["kd_top_k"] = kd.top_k
-            batches = EngineBatches(name, spec, params, progress, total)
-            batches.done = done
+            batches = run.batches(name, spec, params, progress, total, done)
             stage = Generate(name, model, system, params, spec.__dict__, teacher.batch_size, staged, complete=batches)
             records = run.run(stage, _files(fitted), "generate", in_flow=True)  # its batches are cached task runs
             out.append(records)
@@ -348,7 +401,7 @@ def _judge(recipe: Recipe, run: Stages, deduped: list[Record], staged: pa.Schema
     model = config.model or teacher.model
     params, extra = judge_params(config)
     stage = Judge(model, config.rubric, tuple(config.aspects), config.method, params, extra, teacher.batch_size,
-                  teacher.max_model_len, staged, open_engine=partial(get_engine, EngineSpec.from_teacher(teacher, model=model)))
+                  teacher.max_model_len, staged, open_engine=run.opener(EngineSpec.from_teacher(teacher, model=model)))
     shown = current_progress()
     if shown is not None:
         shown.begin("judge", sum(r.rows_out for r in deduped))

@@ -124,8 +124,10 @@ def run_stage(store: Dataset, root: str, stage, inputs: list[list[StagedFile]], 
 @task(name="find-duplicates", cache_policy=NONE, retries=2, retry_delay_seconds=2, retry_condition_fn=transient)
 def duplicates(store: Dataset, root: str, signatures: list[Record], recipe: Recipe) -> tuple[StagedFile, dict]:
     """Exact + LSH dedup over every signature shard (never the text) and the cross-run index,
-    in a worker process of its own (the LSH is the one part of a build that grows with it):
-    the drop list, staged with a record keyed by the signatures' checksums."""
+    in a worker process of its own (the LSH is the one part of a build that grows with it),
+    or, on the ray backend past `execution.dedup_min_rows` and without an index, as a shuffle
+    on the cluster (the same drop list): the drop list, staged with a record keyed by the
+    signatures' checksums, wherever it was computed."""
     config, st = recipe.dedup, recipe.storage
     options = {"retries": st.retries, "backoff": st.retry_backoff_seconds, **storage_options(st.credentials_block, st.endpoint_url)}
     index_mark = dedup_index.fingerprint(config.index_uri, **options) if config.index_uri else ""
@@ -137,12 +139,22 @@ def duplicates(store: Dataset, root: str, signatures: list[Record], recipe: Reci
         drop_file = StagedFile(**done["file"])
         if done["key"] == key and hashlib.sha256(store.read(drop_file.path)).hexdigest() == drop_file.sha256:
             return drop_file, done["counts"]
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
-        drop_file, counts = worker.submit(_find_duplicates, store.uri, options, folder, [r.files[0] for r in signatures],
-                                          config.params(), config.field, config.index_uri).result()
-    get_run_logger().info("find-duplicates: %d of %d rows dropped, %d clusters (worker peak RSS %d MiB)",
-                          counts["dropped"], counts["rows"], counts["clusters"], counts["worker_peak_rss_mib"])
+    execution, rows = recipe.execution, sum(r.rows_out for r in signatures)
+    if execution.backend == "ray" and not config.index_uri and rows >= execution.dedup_min_rows:
+        from distillery.adapters.ray_stages import dedup_on_cluster
+
+        drops, counts = dedup_on_cluster(store, [r.files[0] for r in signatures], config.params(), config.field,
+                                         execution.dedup_partitions, execution.task_cpus)
+        drop_file, counts = _write_drops(store, folder, drops, counts)
+        where = f"on the cluster, {execution.dedup_partitions} partitions, largest task's peak RSS"
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as worker:
+            drop_file, counts = worker.submit(_find_duplicates, store.uri, options, folder, [r.files[0] for r in signatures],
+                                              config.params(), config.field, config.index_uri).result()
+        where = "worker peak RSS"
+    get_run_logger().info("find-duplicates: %d of %d rows dropped, %d clusters (%s %d MiB)",
+                          counts["dropped"], counts["rows"], counts["clusters"], where, counts["worker_peak_rss_mib"])
     store.write(f"{folder}/done.json", json.dumps({"key": key, "file": drop_file.__dict__, "counts": counts}).encode())
     return drop_file, counts
 
@@ -158,12 +170,14 @@ def _find_duplicates(uri: str, options: dict, folder: str, signature_files: list
         index = Deduplicator(params)
         dedup_index.load_into(index, index_uri, **options)
     drops, counts = find_duplicates((read_table(store, f) for f in signature_files), params, field, index)
+    return _write_drops(store, folder, drops, {**counts, "worker_peak_rss_mib": peak_rss_mib()})
+
+
+def _write_drops(store: Dataset, folder: str, drops: list[dict], counts: dict) -> tuple[StagedFile, dict]:
     data, sha = encode(drops, DROP_SCHEMA)
     drop_file = StagedFile(f"{folder}/drops.parquet", sha, len(data), len(drops))
     store.write(drop_file.path, data)
-    counts["digest"] = drops_digest(drops)
-    counts["worker_peak_rss_mib"] = peak_rss_mib()
-    return drop_file, counts
+    return drop_file, {**counts, "digest": drops_digest(drops)}
 
 
 def shard_drops(store: Dataset, drop_file: StagedFile) -> partial:

@@ -98,6 +98,41 @@ def seaweed(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local 2-node Ray cluster (1 CPU each) on 127.0.0.1 for the session; this process is
+    its driver and RAY_ADDRESS points `distillery run` children at it. Nothing of it may
+    outlive the session."""
+    import shutil
+
+    from raycluster import LocalRayCluster
+
+    folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    cluster = LocalRayCluster(folder).start()
+    try:
+        yield cluster
+    finally:
+        left = cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert not left, f"Ray processes outlived the cluster's shutdown and had to be killed: {left}"
+
+
+@pytest.fixture(scope="session")
+def ray_engines(ray_cluster):
+    """One pool of 2 engines (one per node) for the whole session, with the teacher settings
+    every engine test shares: engine start inside an actor takes minutes on a busy machine."""
+    from distillery.adapters.engine import EngineSpec
+    from distillery.adapters.ray_engines import start_pool, stop_engines
+    from distillery.execution import ExecutionConfig
+
+    # Both nodes are this machine: each engine on a core of its own, as on two real nodes.
+    binds = [str(core) for core in sorted(os.sched_getaffinity(0))[:2]]
+    execution = ExecutionConfig(backend="ray", engines=2, engine_cpu_binds=binds)
+    pool, _ = start_pool(EngineSpec(model="smollm2-135m-instruct", max_model_len=2048), execution)
+    yield pool
+    stop_engines(None, pool.namespace)
+
+
 @pytest.fixture(autouse=True)
 def _kill_what_the_test_started():
     """Whatever a test started through procs.spawn/run and left running (it failed, or forgot)

@@ -60,7 +60,7 @@ def peak_rss_mib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
-def _measured(fn: Callable, args: tuple) -> tuple[Any, int]:
+def measured(fn: Callable, args: tuple) -> tuple[Any, int]:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on (Linux)
     except OSError:
@@ -79,7 +79,7 @@ def in_worker(fn: Callable, *args) -> tuple[Any, int]:
             _owner = os.getpid()
         pool = _pool
     try:
-        return pool.submit(_measured, fn, args).result()
+        return pool.submit(measured, fn, args).result()
     except BrokenProcessPool:
         with _lock:
             if _pool is pool:

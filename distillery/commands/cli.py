@@ -209,6 +209,27 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engines(args: argparse.Namespace) -> int:
+    """The warm engine actors on a Ray cluster: list them, or stop them for good."""
+    from distillery.adapters.ray_engines import connect, list_engines, stop_engines
+
+    connect(args.address or os.environ.get("RAY_ADDRESS") or "auto", args.namespace or "distillery")
+    if args.action == "ls":
+        engines = list_engines(args.namespace)
+        if args.json:
+            print(json.dumps(engines, indent=1))
+        for e in [] if args.json else engines:
+            print(f"{e['namespace']}/{e['name']}  {e['state']}  restarts={e['restarts']}  pid={e['pid']}  node={e['node']}")
+        if not engines and not args.json:
+            print("no engines on this cluster" + (f" in namespace {args.namespace!r}" if args.namespace else ""))
+        return 0
+    if not args.names and not args.all:
+        raise DistilleryError("engines stop: name the engines to stop (see `distillery engines ls`), or pass --all")
+    stopped = stop_engines(None if args.all else args.names, args.namespace or "distillery")
+    print(f"stopped {len(stopped)} engine(s)" + (": " + ", ".join(stopped) if stopped else ""))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from distillery.recipe import Recipe
 
@@ -276,6 +297,14 @@ def parser() -> argparse.ArgumentParser:
     kdc.set_defaults(func=_kd_check)
     prep = sub.add_parser("prepare-model", help="convert the shipped default model to safetensors (once)")
     prep.set_defaults(func=cmd_prepare_model)
+    eng = sub.add_parser("engines", help="the warm engines (Ray actors) of execution.backend=ray: ls, or stop")
+    eng.add_argument("action", choices=["ls", "stop"])
+    eng.add_argument("names", nargs="*", help="stop: the engines to stop (as `ls` names them)")
+    eng.add_argument("--all", action="store_true", help="stop: every engine in the namespace")
+    eng.add_argument("--address", help="the Ray cluster (default: RAY_ADDRESS, else 'auto')")
+    eng.add_argument("--namespace", help="ls: only this namespace (default: all); stop: default 'distillery'")
+    eng.add_argument("--json", action="store_true", help="ls: print JSON")
+    eng.set_defaults(func=cmd_engines)
     schema = sub.add_parser("recipe-schema", help="print the recipe's JSON schema")
     schema.set_defaults(func=cmd_schema)
     return p
