@@ -208,7 +208,10 @@ def list_engines(namespace: str | None = None) -> list[dict]:
     import ray
     from ray._private import state
 
-    table = state.actors()
+    try:
+        table = state.actors()
+    except Exception:  # a Ray Client driver (ray://) cannot read the actor table: names only
+        table = {}
     out = []
     for named in ray.util.list_named_actors(all_namespaces=True):
         name, space = named["name"], named["namespace"]
@@ -218,6 +221,8 @@ def list_engines(namespace: str | None = None) -> list[dict]:
             actor_id = ray.get_actor(name, namespace=space)._actor_id.hex()
         except ValueError:  # stopped since it was listed
             continue
+        except AttributeError:
+            actor_id = ""
         row = table.get(actor_id, {})
         out.append({"name": name, "namespace": space, "state": row.get("State", "UNKNOWN"),
                     "restarts": row.get("NumRestarts", 0), "pid": row.get("Pid"),
