@@ -26,8 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# This file is ray.py: with its folder first on the path, `import ray` would find it, not Ray.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 RESULTS = ROOT / "bench" / "results"
 SHARD = 10_000
 
@@ -67,12 +70,16 @@ def generation(prompts: int, max_tokens: int, address: str, counts: list[int], m
 
 def _signature_shard(store, shard: int, docs: int, params) -> tuple:
     """In a Ray task: shard `shard`'s documents (deterministic), their signatures, staged."""
-    from dedup import documents
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_dedup", ROOT / "bench" / "dedup.py")
+    bench_dedup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_dedup)  # bench/dedup.py's documents, by path (bench/ is not a package)
     from distillery.stages.contract import StagedFile
     from distillery.stages.dedup import Signatures, signature_schema
     from distillery.stages.staged import encode
 
-    texts = next(documents(min(SHARD, docs - shard * SHARD), start=shard * SHARD))
+    texts = next(bench_dedup.documents(min(SHARD, docs - shard * SHARD), start=shard * SHARD))
     for i in range(0, len(texts), 100):  # every 100th document: a near-copy of the one before
         if i:
             words = texts[i - 1].split()
@@ -141,6 +148,8 @@ def main() -> None:
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001); default: a local 2-node one")
     args = p.parse_args()
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a benchmark
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     cluster = None
     if args.address:
         from distillery.adapters.ray_engines import connect
