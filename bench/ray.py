@@ -35,7 +35,8 @@ RESULTS = ROOT / "bench" / "results"
 SHARD = 10_000
 
 
-def generation(prompts: int, max_tokens: int, address: str, counts: list[int], model: str, local: bool) -> dict:
+def generation(prompts: int, max_tokens: int, address: str, counts: list[int], model: str, local: bool,
+               output: str | None) -> dict:
     from distillery.adapters.engine import EngineSpec
     from distillery.adapters.ray_engines import start_pool
     from distillery.execution import ExecutionConfig
@@ -46,7 +47,7 @@ def generation(prompts: int, max_tokens: int, address: str, counts: list[int], m
     binds = [str(c) for c in sorted(os.sched_getaffinity(0))] if local else []
     execution = {"backend": "ray", "ray_address": address, "engines": max(counts), "task_cpus": 0, "engine_cpu_binds": binds}
     _, warm = start_pool(EngineSpec(model=model, max_model_len=2048), ExecutionConfig(**execution))
-    out, root = {"engine_start_seconds": round(warm, 1)}, Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    out, root = {"engine_start_seconds": round(warm, 1)}, output or tempfile.mkdtemp(prefix="bench-ray-")
     for engines in counts:
         recipe = build_recipe({
             "name": f"bench-ray-{engines}",
@@ -55,7 +56,7 @@ def generation(prompts: int, max_tokens: int, address: str, counts: list[int], m
             "teacher": {"model": model, "max_model_len": 2048, "batch_size": 8},
             "sampling": {"temperature": 0.7, "max_tokens": max_tokens, "seed": 0},
             "dedup": {"enabled": False}, "judge": {"enabled": False},
-            "output": {"uri": str(root / f"e{engines}"), "stage_rows": 8},
+            "output": {"uri": f"{root}/e{engines}-{int(time.time())}", "stage_rows": 8},
             "execution": {**execution, "engines": engines},
         })
         summary = distill(recipe)["summary"]
@@ -146,6 +147,7 @@ def main() -> None:
     p.add_argument("--engines", default="1,2", help="engine counts to compare, the first as the baseline (default 1,2)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="teacher model (a folder on every node)")
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001); default: a local 2-node one")
+    p.add_argument("--output", help="where the builds go (s3://... on a real cluster: every node reads and writes it)")
     args = p.parse_args()
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a benchmark
@@ -162,7 +164,7 @@ def main() -> None:
         if args.prompts:
             counts = [int(c) for c in args.engines.split(",")]
             result["generation"] = generation(args.prompts, args.max_tokens, args.address or cluster.address, counts, args.model,
-                                              local=cluster is not None)
+                                              local=cluster is not None, output=args.output)
         if args.dedup:
             result["dedup"] = dedup(args.dedup, args.partitions)
     finally:

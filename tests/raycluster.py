@@ -36,7 +36,13 @@ class LocalRayCluster:
         before = os.environ.get("RAY_TMPDIR")
         os.environ["RAY_TMPDIR"] = str(self.tmp)
         import ray
+        from ray._private import ray_constants
         from ray.cluster_utils import Cluster
+
+        # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when first imported, and vLLM (an
+        # engine test earlier in the session) imports Ray before this runs: then GCS advertised
+        # the machine's routable address and the driver waited for it forever. Say it again.
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
         try:
             self.cluster = Cluster(initialize_head=True, head_node_args={
@@ -50,7 +56,7 @@ class LocalRayCluster:
             else:
                 os.environ["RAY_TMPDIR"] = before
         os.environ["RAY_ADDRESS"] = self.address  # `distillery run` children join this cluster
-        ray.init(address=self.address, namespace="distillery")
+        ray.init(address=self.address, namespace="distillery", _node_ip_address="127.0.0.1")
         return self
 
     @property

@@ -127,7 +127,9 @@ class Engine:
 
         self.spec = spec
         self.model_path = resolve_model(spec.model)
-        extra = {}
+        # In a Ray actor with tensor parallelism, vLLM's workers go into the actor's placement
+        # group (adapters.ray_engines): Ray's executor, not one process per GPU forked here.
+        extra = {"distributed_executor_backend": os.environ["DISTILLERY_ENGINE_EXECUTOR"]} if os.environ.get("DISTILLERY_ENGINE_EXECUTOR") else {}
         guard = nullcontext()
         if current_platform.is_cpu():
             extra = _cpu_engine_args()

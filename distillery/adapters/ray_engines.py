@@ -125,12 +125,14 @@ def start_pool(spec: EngineSpec, execution) -> tuple[EnginePool, float]:
     names = tuple(f"{PREFIX}{spec_digest(spec)}-{i}" for i in range(count))
     gpus = spec.tensor_parallel_size if resources.get("GPU", 0) else 0
     binds = execution.engine_cpu_binds if not gpus else []
-    actors = [_actor_class().options(
-        name=name, namespace=execution.namespace, get_if_exists=True, lifetime="detached",
-        max_restarts=-1, max_task_retries=0, num_cpus=execution.engine_cpus, num_gpus=gpus,
-        scheduling_strategy="SPREAD",
-        runtime_env={"env_vars": {**QUIET, **({"VLLM_CPU_OMP_THREADS_BIND": binds[i % len(binds)]} if binds else {})}},
-    ).remote(asdict(spec)) for i, name in enumerate(names)]
+    actors = []
+    for i, name in enumerate(names):
+        env = {**QUIET, **({"VLLM_CPU_OMP_THREADS_BIND": binds[i % len(binds)]} if binds else {})}
+        where = _placement(name, execution.namespace, gpus, execution.engine_cpus, env)
+        actors.append(_actor_class().options(
+            name=name, namespace=execution.namespace, get_if_exists=True, lifetime="detached",
+            max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env}, **where,
+        ).remote(asdict(spec)))
     started = time.perf_counter()
     pending = [a.info.remote() for a in actors]
     ready, waiting = ray.wait(pending, num_returns=len(pending), timeout=execution.engine_start_timeout_seconds)
@@ -143,6 +145,27 @@ def start_pool(spec: EngineSpec, execution) -> tuple[EnginePool, float]:
     except Exception as err:
         raise EngineError(f"an engine for {spec.model} failed to start on the cluster: {str(err)[:500]}") from None
     return EnginePool(names, execution.namespace, execution.engine_start_timeout_seconds), time.perf_counter() - started
+
+
+def _placement(name: str, namespace: str, gpus: int, cpus: float, env: dict) -> dict:
+    """Where an engine actor goes: SPREAD over the nodes, reserving `gpus` GPUs; with tensor
+    parallelism (gpus > 1), into a placement group of its own, one GPU per bundle packed on one
+    node, which vLLM's Ray executor fills with its workers (vLLM's documented pattern for an
+    engine inside an actor; not run here: no GPU). The group is named after the engine and
+    reused, so a warm engine found again reserves nothing new."""
+    if gpus <= 1:
+        return {"num_cpus": cpus, "num_gpus": gpus, "scheduling_strategy": "SPREAD"}
+    from ray.util.placement_group import get_placement_group, placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    try:
+        group = get_placement_group(f"{name}-gpus")
+    except ValueError:
+        group = placement_group([{"GPU": 1, "CPU": max(cpus, 1)}] * gpus, strategy="STRICT_PACK",
+                                name=f"{name}-gpus", lifetime="detached")
+    env["DISTILLERY_ENGINE_EXECUTOR"] = "ray"
+    return {"num_cpus": 0, "num_gpus": 0, "scheduling_strategy": PlacementGroupSchedulingStrategy(
+        group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)}
 
 
 current_shard = 0  # set by the shard task before the stage runs: which engine it tries first
@@ -239,6 +262,12 @@ def stop_engines(names: list[str] | None, namespace: str) -> list[str]:
     unknown = sorted(set(names or []) - {a["name"] for a in alive})
     if unknown:
         raise RayUnavailable(f"no engine named {', '.join(unknown)} in namespace {namespace!r}; see `distillery engines ls`")
+    from ray.util.placement_group import get_placement_group, remove_placement_group
+
     for name in chosen:
         ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        try:
+            remove_placement_group(get_placement_group(f"{name}-gpus"))  # a tensor-parallel engine's GPUs
+        except ValueError:
+            pass
     return chosen
