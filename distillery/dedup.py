@@ -15,6 +15,7 @@ import hashlib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
@@ -252,21 +253,12 @@ class Deduplicator:
     def finish(self) -> DedupResult:
         n = len(self.ids)
         parent = np.arange(n)
-
-        def find(x: int) -> int:
-            root = x
-            while parent[root] != root:
-                root = parent[root]
-            while parent[x] != root:
-                parent[x], x = root, parent[x]
-            return root
+        find = partial(find_root, parent)
 
         pairs, sims = self.near_pairs()
         edges = [*pairs.tolist(), *self._exact_of.items()]
         for x, y in edges:
-            rx, ry = find(x), find(y)
-            if rx != ry:
-                parent[max(rx, ry)] = min(rx, ry)
+            join(parent, x, y)
         # Only rows on an edge can share a cluster; everyone else represents itself.
         members: dict[int, list[int]] = {}
         for i in {v for edge in edges for v in edge}:
@@ -298,6 +290,23 @@ class Deduplicator:
 
     def _estimate(self, i: int, j: int) -> float:
         return float((self.signature(self._exact_root(i)) == self.signature(self._exact_root(j))).mean())
+
+
+def find_root(parent: np.ndarray, x: int) -> int:
+    """Union-find: x's root, halving the path on the way."""
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:
+        parent[x], x = root, parent[x]
+    return root
+
+
+def join(parent: np.ndarray, x: int, y: int) -> None:
+    """Union-find: one cluster of x's and y's, rooted at the smaller root."""
+    rx, ry = find_root(parent, x), find_root(parent, y)
+    if rx != ry:
+        parent[max(rx, ry)] = min(rx, ry)
 
 
 def prepare(texts: Sequence[str | None], params: DedupParams, batch: int = 64

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHashLSH
 
-from distillery.dedup import _PAIR_ALL_UP_TO, DedupParams, DedupResult, _band_key, dedup_verdict
+from distillery.dedup import _PAIR_ALL_UP_TO, DedupParams, DedupResult, _band_key, dedup_verdict, find_root, join
 from distillery.stages.dedup import signature_matrix
 
 EXACT_SCHEMA = pa.schema([pa.field("exact_key", pa.binary(16)), pa.field("position", pa.int64())])
@@ -191,15 +191,6 @@ def verify(pairs: np.ndarray, rows: EdgeRows, threshold: float) -> tuple[np.ndar
     return pairs[keep], sims[keep]
 
 
-def _find(parent: np.ndarray, x: int) -> int:
-    root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:
-        parent[x], x = root, parent[x]
-    return root
-
-
 def representatives(near: np.ndarray, exact: np.ndarray, rows: EdgeRows) -> np.ndarray:
     """Per row of `rows`, the position of its cluster's representative: the highest
     score, then the smallest id, as `Deduplicator.finish` picks it (no index rows here)."""
@@ -207,14 +198,12 @@ def representatives(near: np.ndarray, exact: np.ndarray, rows: EdgeRows) -> np.n
     edges = [*near.tolist(), *exact.tolist()]
     parent = np.arange(len(index))
     for x, y in edges:
-        rx, ry = _find(parent, index[x]), _find(parent, index[y])
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)
+        join(parent, index[x], index[y])
     # Rows that rank equal (same score and id) go to the first one min() sees, so visit
     # them in finish()'s order: a set of the same ints added in the same order iterates alike.
     members: dict[int, list[int]] = {}
     for i in {v for edge in edges for v in edge}:
-        members.setdefault(_find(parent, index[i]), []).append(i)
+        members.setdefault(find_root(parent, index[i]), []).append(i)
     rep = rows.positions.copy()
     for group in members.values():
         best = min(group, key=lambda i: _rank(rows, index[i]))
