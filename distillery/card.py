@@ -107,7 +107,10 @@ def front_matter(manifest: dict) -> dict:
 
 def _teachers(recipe: dict) -> str:
     teacher, sampling = recipe["teacher"], recipe["sampling"]
-    line = (f"- Teacher: `{teacher['model']}` via vLLM ({teacher['dtype']}, max_model_len {teacher['max_model_len']}), sampling "
+    endpoint = teacher.get("endpoint")
+    via = (f"`{endpoint['model']}` through the OpenAI-compatible endpoint {endpoint['base_url']}" if endpoint else
+           f"`{teacher['model']}` via vLLM ({teacher['dtype']}, max_model_len {teacher['max_model_len']})")
+    line = (f"- Teacher: {via}, sampling "
             f"n={sampling['n']}, temperature={sampling['temperature']}, top_p={sampling['top_p']}, "
             f"max_tokens={sampling['max_tokens']}, seed={sampling['seed']}.")
     if teacher.get("system_prompt"):
@@ -122,11 +125,22 @@ def _judge(recipe: dict, pairs: bool) -> str:
     judge = recipe["judge"]
     if not judge["enabled"]:
         return "- Judge: disabled."
-    line = (f"- Judge: `{judge.get('model') or recipe['teacher']['model']}` ({judge['method']}) scored each answer 1-10 "
+    endpoint = judge.get("endpoint") or (recipe["teacher"].get("endpoint") if not judge.get("model") else None)
+    who = f"`{endpoint['model']}` at {endpoint['base_url']}" if endpoint else f"`{judge.get('model') or recipe['teacher']['model']}`"
+    line = (f"- Judge: {who} ({judge['method']}) scored each answer 1-10 "
             f"against the rubric \"{judge['rubric']}\"")
     if pairs:
         return line + "; the scores rank the answers to each prompt (no score threshold: see Preference pairs)."
     return line + f"; answers scoring below {judge['min_score']} were rejected."
+
+
+def _cost(summary: dict) -> str:
+    cost = summary.get("cost")
+    if not cost:
+        return ""
+    parts = ", ".join(f"{who} `{b['model']}` {b['prompt_tokens']} prompt + {b['completion_tokens']} completion tokens, "
+                      f"${b['usd']:.4f}" for who, b in cost["by"].items())
+    return f"\n- Cost: ${cost['usd']:.4f} at the recipe's endpoint prices ({parts})."
 
 
 def _dedup(recipe: dict) -> str:
@@ -247,7 +261,7 @@ ds = load_dataset("path/to/this/folder", split="train")  # reads data/ only
 - Seeds: `{recipe['source']['uri']}` (instruction column `{recipe['source']['instruction_column']}`), {summary['rows_in']} rows.
 {_teachers(recipe)}
 {_dedup(recipe)}
-{_judge(recipe, pairs)}
+{_judge(recipe, pairs)}{_cost(summary)}
 {_pairs(manifest)}{_kd(manifest)}
 ## Columns
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 from distillery.errors import DistilleryError
+from distillery.endpoints import EndpointConfig
 from distillery.execution import ExecutionConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -118,6 +119,12 @@ class TeacherConfig(_Strict):
         description="Prompts sent to the engine in one LLM.chat call. The engine "
         "schedules within a call; larger batches keep it busy.",
     )
+    endpoint: EndpointConfig | None = Field(
+        None,
+        description="Generate through an OpenAI-compatible endpoint (a `vllm serve` fleet, a hosted API) instead of "
+        "the in-process vLLM engine: base URL, served model, the key by reference, limits and prices. Null: the "
+        "in-process engine (model, dtype, gpu settings above).",
+    )
 
 
 class SamplingConfig(_Strict):
@@ -191,6 +198,10 @@ class TeacherVariant(_Strict):
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="Overrides sampling.top_p for this teacher.")
     n: int | None = Field(None, ge=1, le=64, description="Overrides sampling.n for this teacher.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Overrides sampling.seed for this teacher.")
+    endpoint: EndpointConfig | None = Field(
+        None, description="This teacher's OpenAI-compatible endpoint. Null: teacher.endpoint when model is null too, "
+        "else the in-process engine.",
+    )
 
 
 class JudgeConfig(_Strict):
@@ -224,6 +235,10 @@ class JudgeConfig(_Strict):
     )
     max_tokens: int = Field(
         96, ge=8, le=4096, description="Maximum tokens of the judge's answer (rationale included)."
+    )
+    endpoint: EndpointConfig | None = Field(
+        None, description="The judge's OpenAI-compatible endpoint. Null: teacher.endpoint when model is null too, "
+        "else the in-process engine.",
     )
     fail_on_degenerate: bool = Field(
         False,
@@ -441,18 +456,51 @@ class Recipe(_Strict):
             raise ValueError("flow 'score_targets' needs source.response_column (the existing answers) and kd.top_k > 0")
         return self
 
+    @model_validator(mode="after")
+    def _endpoints_can(self) -> "Recipe":
+        """What an endpoint cannot do is refused before any request is sent."""
+        for name, endpoint in self.endpoints().items():
+            where = f"teacher {name!r} ({endpoint.shown()})"
+            if self.kd.top_k and endpoint.max_top_logprobs == 0:
+                raise ValueError(f"{where}: kd.top_k needs logprobs and endpoint.max_top_logprobs is 0; use a server that returns logprobs or the in-process engine")
+            if self.kd.top_k > endpoint.max_top_logprobs:
+                raise ValueError(f"{where}: kd.top_k {self.kd.top_k} exceeds the endpoint's max_top_logprobs {endpoint.max_top_logprobs}; lower kd.top_k")
+        if self.kd.top_k and self.endpoints() and (self.kd.teacher_weights or self.flow == "score_targets"):
+            raise ValueError("kd.teacher_weights and flow 'score_targets' score given answers (teacher forcing): they need the in-process engine, not an endpoint")
+        judge = self.judge_endpoint
+        if judge is not None and self.judge.enabled and self.judge.method == "logprob" and judge.max_top_logprobs < 20:
+            raise ValueError(f"judge ({judge.shown()}): method 'logprob' reads 20 top logprobs, the endpoint allows {judge.max_top_logprobs}; use method 'structured' or 'free_text'")
+        return self
+
+    def endpoints(self) -> dict[str, EndpointConfig]:
+        """Teacher name -> its endpoint, for the teachers that use one."""
+        out = {self.teacher.name: self.teacher.endpoint} if self.teacher.endpoint else {}
+        for t in self.extra_teachers:
+            endpoint = t.endpoint or (self.teacher.endpoint if t.model is None else None)
+            if endpoint is not None:
+                out[t.name] = endpoint
+        return out
+
+    @property
+    def judge_endpoint(self) -> EndpointConfig | None:
+        return self.judge.endpoint or (self.teacher.endpoint if self.judge.model is None else None)
+
     @property
     def judge_model(self) -> str:
-        return self.judge.model or self.teacher.model
+        endpoint = self.judge_endpoint
+        return endpoint.model if endpoint is not None else self.judge.model or self.teacher.model
 
     def teachers(self) -> list[tuple[str, str, str | None, SamplingConfig]]:
-        """(name, model, system prompt, sampling) for the teacher and each extra teacher."""
+        """(name, model, system prompt, sampling) for the teacher and each extra teacher (`endpoints()`
+        says which of them answer through an endpoint)."""
+        endpoints = self.endpoints()
         out = [(self.teacher.name, self.teacher.model, self.teacher.system_prompt, self.sampling)]
         for t in self.extra_teachers:
             changes = {k: v for k in ("temperature", "top_p", "n", "seed") if (v := getattr(t, k)) is not None}
             system = self.teacher.system_prompt if t.system_prompt is None else (t.system_prompt or None)
             out.append((t.name, t.model or self.teacher.model, system, self.sampling.model_copy(update=changes)))
-        return out
+        # an endpoint teacher's model is the one the endpoint serves (what its rows record)
+        return [(n, endpoints[n].model if n in endpoints else m, s, p) for n, m, s, p in out]
 
 
 class RecipeError(DistilleryError, ValueError):

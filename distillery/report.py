@@ -38,7 +38,8 @@ def summarize(
 ) -> dict:
     """Counts and costs of a build. Pre-generation rejects count per seed; later
     ones per completion, so with n completions per prompt:
-    (rows_in - rejected_before_generation) * n == generated == kept + rejected_after_generation.
+    (rows_in - rejected_before_generation) * n - not_generated == generated == kept + rejected_after_generation,
+    where not_generated are the completions of prompts an endpoint refused (rejected_at_generation).
     """
     scores = [r["judge_score"] for r in kept if r.get("judge_score") is not None]
     return summary_from_counts(
@@ -51,10 +52,13 @@ def summarize(
 
 def summary_from_counts(rows_in: int, n: int, generated: int, kept: int, rejected: Counter, prompt_tokens: int,
                         completion_tokens: int, judge_score_mean: float | None, dedup_clusters: int,
-                        stage_seconds: dict[str, float]) -> dict:
+                        stage_seconds: dict[str, float], not_generated: int = 0) -> dict:
     """`summarize` from counts, for a build that never holds its rows: `rejected` counts
-    rejected rows by (stage, reason)."""
+    rejected rows by (stage, reason). `not_generated`: completions never made because a
+    teacher's endpoint refused their prompt (stage 'generate', each prompt times its n)."""
     before = sum(c for (stage, _), c in rejected.items() if stage in BEFORE_GENERATION)
+    # prompts a teacher's endpoint refused: counted once per prompt, their completions never existed
+    at_generation = sum(c for (stage, _), c in rejected.items() if stage == "generate")
     by_reason: Counter[str] = Counter()
     for (_, reason), c in rejected.items():
         by_reason[reason] += c
@@ -66,7 +70,9 @@ def summary_from_counts(rows_in: int, n: int, generated: int, kept: int, rejecte
         "kept": kept,
         "rejected": total,
         "rejected_before_generation": before,
-        "rejected_after_generation": total - before,
+        "rejected_at_generation": at_generation,
+        "not_generated": not_generated,
+        "rejected_after_generation": total - before - at_generation,
         "rejected_by_reason": dict(sorted(by_reason.items())),
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -83,9 +89,10 @@ def _mean(values: Sequence[float]) -> float | None:
 def accounting_errors(summary: dict) -> list[str]:
     """Empty when every row is accounted for."""
     errors = []
-    expected = (summary["rows_in"] - summary["rejected_before_generation"]) * summary["completions_per_prompt"]
+    expected = ((summary["rows_in"] - summary["rejected_before_generation"]) * summary["completions_per_prompt"]
+                - summary.get("not_generated", 0))
     if expected != summary["generated"]:
-        errors.append(f"generated {summary['generated']} != (rows_in - rejected_before_generation) * n = {expected}")
+        errors.append(f"generated {summary['generated']} != (rows_in - rejected_before_generation) * n - not_generated = {expected}")
     if summary["generated"] != summary["kept"] + summary["rejected_after_generation"]:
         errors.append(
             f"generated {summary['generated']} != kept {summary['kept']} + rejected_after_generation {summary['rejected_after_generation']}"
@@ -139,6 +146,12 @@ def verify_manifest(manifest: dict, files: dict[str, bytes | None], sha256) -> l
     return problems
 
 
+def format_cost(cost: dict) -> str:
+    """One line: the build's endpoint cost, total and per teacher/judge."""
+    parts = ", ".join(f"{who} ({b['model']}) ${b['usd']:.4f}" for who, b in cost["by"].items())
+    return f"cost:         ${cost['usd']:.4f} at the recipe's endpoint prices: {parts}"
+
+
 def format_summary(summary: dict) -> str:
     kept = f"kept:         {summary['kept']}" + (" preference pairs" if "pairs" in summary else "")
     lines = [
@@ -149,6 +162,8 @@ def format_summary(summary: dict) -> str:
     ]
     lines += [f"  {reason}: {count}" for reason, count in summary["rejected_by_reason"].items()]
     lines.append(f"tokens:       {summary['prompt_tokens']} prompt, {summary['completion_tokens']} completion")
+    if summary.get("cost"):
+        lines.append(format_cost(summary["cost"]))
     if summary.get("judge_score_mean") is not None:
         lines.append(f"judge score:  mean {summary['judge_score_mean']} (kept rows)")
     lengths = summary.get("lengths")

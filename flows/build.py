@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
-from distillery.adapters.engine import EngineSpec, describe
+from distillery.adapters.engine import describe, spec_for
 from distillery.errors import DistilleryError
 from distillery.recipe import Recipe
 from distillery.report import build_key
@@ -121,7 +121,7 @@ def check_judge(recipe: Recipe, report: dict) -> None:
 
 def engine_info(recipe: Recipe) -> dict:
     return {
-        "teacher": describe(EngineSpec.from_teacher(recipe.teacher)),
+        "teacher": describe(spec_for(recipe.teacher, recipe.teacher.model, recipe.teacher.endpoint)),
         "teachers": [{"name": n, "model": m, "system_prompt": s, "sampling": p.model_dump()} for n, m, s, p in recipe.teachers()],
         "judge_model": recipe.judge_model,
     }

@@ -9,7 +9,7 @@ from functools import partial
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from distillery.adapters.engine import EngineSpec, get_engine
+from distillery.adapters.engine import EngineSpec, get_engine, is_endpoint
 from distillery.execution import ExecutionConfig
 from distillery.stages.contract import Record
 from flows.build import Build, timed
@@ -46,11 +46,15 @@ class Stages:
                                      description="shards done per stage: " + ", ".join([*finished, f"{name} {done}/{total}"]))
 
     def run(self, stage, inputs: list[list], timer: str, extra: list[str] = (), engine: bool = False,
-            in_flow: bool = False) -> list[Record]:
+            in_flow: bool = False, endpoint: bool = False) -> list[Record]:
         """`run_stage`: an engine stage (`engine`) and a stage whose batches are task runs
-        (`in_flow`) run in this process, every other in the build's worker process."""
+        (`in_flow`) run in this process, every other in the build's worker process. A stage
+        whose model is an endpoint (`endpoint`) runs in this process on either backend, without
+        the gpu tag: the endpoint's own limits hold instead."""
         with timed(self.b.stages, timer):
-            if self.execution.backend == "ray":
+            if endpoint:
+                results = run_stage(self.store, self.root, stage, inputs, extra, False, partial(self._group_done, stage.name), True)
+            elif self.execution.backend == "ray":
                 results = self._on_cluster(stage, inputs, list(extra), engine or in_flow)
             else:
                 results = run_stage(self.store, self.root, stage, inputs, extra, engine, partial(self._group_done, stage.name), in_flow)
@@ -84,7 +88,7 @@ class Stages:
     def opener(self, spec: EngineSpec):
         """`open_engine` for an engine stage: this process's engine, or the cluster's engines
         for `spec` (started now, or found warm; the wait counts as engine start)."""
-        if self.execution.backend != "ray":
+        if self.execution.backend != "ray" or is_endpoint(spec):
             return partial(get_engine, spec)
         if spec not in self.pools:
             from distillery.adapters.ray_engines import start_pool
@@ -97,7 +101,7 @@ class Stages:
 
     def batches(self, teacher: str, spec: EngineSpec, params: dict, progress, total: int, done: int):
         """Generate's `complete`: cached task runs on this process's engine, or calls to the cluster's."""
-        if self.execution.backend == "ray":
+        if self.execution.backend == "ray" and not is_endpoint(spec):
             from distillery.adapters.ray_engines import RemoteBatches
 
             return RemoteBatches(teacher, spec.model, params, self.opener(spec))

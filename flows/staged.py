@@ -26,8 +26,9 @@ import pyarrow as pa
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from distillery.adapters.engine import EngineSpec, prompt_lengths
+from distillery.adapters.engine import EngineSpec, describe, get_engine, is_endpoint, prompt_lengths, spec_for
 from distillery.diversity import diversity_report
+from distillery.endpoints import cost_usd
 from distillery.generation import sampling_kwargs
 from distillery.judge import judge_report_from_counts
 from distillery.progress import current as current_progress
@@ -66,6 +67,7 @@ def _started(recipe: Recipe, stages: int | None = None) -> tuple[Stages | None, 
     stages after load for the progress artifact (by default a distill build's)."""
     store, root = dataset_for(recipe), staging_root(recipe)
     check_kd_teachers(recipe)  # before the load stage writes to the output
+    check_endpoints(recipe)
     timings: dict[str, float] = {}
     with timed(timings, "load"):
         loaded, about = load(recipe, store, root)
@@ -205,7 +207,10 @@ def staged_row_schema(recipe: Recipe) -> pa.Schema:
 def answer(recipe: Recipe, run: Stages, seeds: list[Record]) -> list[list[Record]]:
     """Render, fit, and every teacher's completions: per teacher, its generated shards."""
     rendered = run.run(Render(recipe.teacher.system_prompt), _files(seeds), "render")
-    fit = Fit(tuple((n, m, s, p.max_tokens) for n, m, s, p in recipe.teachers()), recipe.teacher.max_model_len, count=prompt_lengths)
+    endpoints = recipe.endpoints()
+    # an endpoint teacher's prompts are counted with its local tokenizer; without one, the server says what does not fit
+    counted = [(n, endpoints[n].tokenizer if n in endpoints else m, s, p.max_tokens) for n, m, s, p in recipe.teachers()]
+    fit = Fit(tuple(t for t in counted if t[1]), recipe.teacher.max_model_len, count=prompt_lengths)
     fitted = run.run(fit, _files(rendered), "render")
     run.b.stages.setdefault("engine_start", 0.0)
     return _generate(recipe, run, fitted, staged_row_schema(recipe))
@@ -287,14 +292,15 @@ def _generate(recipe: Recipe, run: Stages, fitted: list[Record], staged: pa.Sche
         shown.begin("generate", total, "completions")
     out, done = [], 0
     try:
+        endpoints = recipe.endpoints()
         for name, model, system, sampling in sorted(recipe.teachers(), key=lambda t: t[1] != teacher.model):
-            spec = EngineSpec.from_teacher(teacher, model=model, logprobs_mode=kd.distribution)
+            spec = spec_for(teacher, model, endpoints.get(name), f"teacher {name!r}", kd.distribution)
             params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
             if kd.top_k:
                 params["kd_top_k"] = kd.top_k
             batches = run.batches(name, spec, params, progress, total, done)
-            stage = Generate(name, model, system, params, spec.__dict__, teacher.batch_size, staged, complete=batches)
-            records = run.run(stage, _files(fitted), "generate", in_flow=True)  # its batches are cached task runs
+            stage = Generate(name, model, system, params, describe(spec), teacher.batch_size, staged, complete=batches)
+            records = run.run(stage, _files(fitted), "generate", in_flow=True, endpoint=is_endpoint(spec))  # its batches are cached task runs
             out.append(records)
             done += sum(r.rows_out for r in records)
             if shown is not None:
@@ -306,17 +312,36 @@ def _generate(recipe: Recipe, run: Stages, fitted: list[Record], staged: pa.Sche
     return out
 
 
+def judge_spec(recipe: Recipe):
+    """The judge's engine settings, or its endpoint."""
+    return spec_for(recipe.teacher, recipe.judge.model or recipe.teacher.model, recipe.judge_endpoint, "judge")
+
+
+def check_endpoints(recipe: Recipe) -> None:
+    """Every endpoint the build will call answers, takes its key and serves its model (and,
+    for KD, has the local tokenizer's vocabulary): checked before anything is written."""
+    endpoints = recipe.endpoints()
+    specs = [spec_for(recipe.teacher, m, endpoints[n], f"teacher {n!r}") for n, m, _, _ in recipe.teachers() if n in endpoints]
+    if recipe.judge.enabled and recipe.judge_endpoint is not None:
+        specs.append(judge_spec(recipe))
+    for spec in specs:
+        client = get_engine(spec)
+        if recipe.kd.top_k and spec.label != "judge":
+            client.check_tokenizer()
+
+
 def _judge(recipe: Recipe, run: Stages, deduped: list[Record], staged: pa.Schema) -> list[Record]:
     config, teacher = recipe.judge, recipe.teacher
-    model = config.model or teacher.model
     params, extra = judge_params(config)
+    spec = judge_spec(recipe)
+    model = recipe.judge_model
     stage = Judge(model, config.rubric, tuple(config.aspects), config.method, params, extra, teacher.batch_size,
-                  teacher.max_model_len, staged, open_engine=run.opener(EngineSpec.from_teacher(teacher, model=model)))
+                  teacher.max_model_len, staged, open_engine=run.opener(spec))
     shown = current_progress()
     if shown is not None:
         shown.begin("judge", sum(r.rows_out for r in deduped))
     try:
-        return run.run(stage, _files(deduped), "judge", engine=True)
+        return run.run(stage, _files(deduped), "judge", engine=not is_endpoint(spec), endpoint=is_endpoint(spec))
     finally:
         if shown is not None:
             shown.end()
@@ -325,10 +350,13 @@ def _judge(recipe: Recipe, run: Stages, deduped: list[Record], staged: pa.Schema
 def _summary(recipe: Recipe, run: Stages, generated: list[list[Record]], final: list[Record], counts: dict,
              tokens: tuple[int, int] | None = None, per_prompt: int | None = None) -> dict:
     rejected: Counter = Counter()
+    fanout = {f"generate-{name}": sampling.n for name, _, _, sampling in recipe.teachers()}
+    not_generated = 0
     for records in run.records.values():
         for r in records:
             for reason, n in r.rejected_by_reason:
                 rejected[(_reject_stage(r.stage), reason)] += n
+                not_generated += n * fanout.get(r.stage, 0)
     gen = [r for records in generated for r in records]
     facts = totals(gen)["facts"]
     if tokens is not None:
@@ -337,9 +365,36 @@ def _summary(recipe: Recipe, run: Stages, generated: list[list[Record]], final: 
     mean = round(filtered["score_sum"] / filtered["scored"], 3) if filtered.get("scored") else None
     if per_prompt is None:
         per_prompt = sum(t[3].n for t in recipe.teachers())
-    return summary_from_counts(run.b.rows_in, per_prompt, sum(r.rows_out for r in gen),
+    out = summary_from_counts(run.b.rows_in, per_prompt, sum(r.rows_out for r in gen),
                                sum(r.rows_out for r in final), rejected, int(facts.get("prompt_tokens", 0)),
-                               int(facts.get("completion_tokens", 0)), mean, counts.get("clusters", 0), run.b.stages)
+                               int(facts.get("completion_tokens", 0)), mean, counts.get("clusters", 0), run.b.stages,
+                               not_generated)
+    cost = build_cost(recipe, run, generated)
+    if cost is not None:
+        out["cost"] = cost
+    return out
+
+
+def build_cost(recipe: Recipe, run: Stages, generated: list[list[Record]]) -> dict | None:
+    """The build's endpoint cost in USD from the tokens its endpoints counted (this run's and
+    those of shards it reused alike: the dataset's cost), per teacher and judge; None when no
+    endpoint has prices."""
+    endpoints = recipe.endpoints()
+    lines = {}
+    for records in generated:
+        name = records[0].stage.removeprefix("generate-") if records else ""
+        if name in endpoints:
+            facts = totals(records)["facts"]
+            lines[f"teacher {name!r}"] = (endpoints[name], int(facts.get("prompt_tokens", 0)), int(facts.get("completion_tokens", 0)))
+    if recipe.judge.enabled and recipe.judge_endpoint is not None and "judge" in run.records:
+        facts = totals(run.records["judge"])["facts"]
+        lines["judge"] = (recipe.judge_endpoint, int(facts.get("prompt_tokens", 0)), int(facts.get("completion_tokens", 0)))
+    priced = {who: (e, p, c, cost_usd(p, c, e.price_input_per_million, e.price_output_per_million)) for who, (e, p, c) in lines.items()}
+    priced = {who: v for who, v in priced.items() if v[3] is not None}
+    if not priced:
+        return None
+    return {"usd": round(sum(v[3] for v in priced.values()), 6),
+            "by": {who: {"model": e.model, "prompt_tokens": p, "completion_tokens": c, "usd": usd} for who, (e, p, c, usd) in priced.items()}}
 
 
 REPORTED_AS = {"fit": "render", "given": "render", "refusal": "filter"}  # the stage a reject is counted at, where it differs

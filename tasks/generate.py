@@ -22,7 +22,7 @@ from prefect.exceptions import MissingContextError
 from prefect.transactions import CommitMode, transaction
 from prefect.utilities.annotations import quote
 
-from distillery.adapters.engine import EngineSpec, get_engine, prompt_lengths
+from distillery.adapters.engine import EngineSpec, get_engine, is_endpoint, prompt_lengths
 from distillery.faults import failpoint
 from distillery.generation import attach_completions, batched, sampling_kwargs
 from distillery.progress import current as current_progress
@@ -40,7 +40,14 @@ def code_version() -> str:
 
     return code_digest([engine.Engine.__init__, engine.Engine.chat, engine.Engine.score, engine.Engine._template,
                         engine._completion, engine._trim_after_eot, engine._cpu_engine_args,
-                        attach_completions, render_messages, user_text, generate_batch.fn])
+                        attach_completions, render_messages, user_text, _generate_batch, *endpoint_code()])
+
+
+def endpoint_code() -> list:
+    """The endpoint path's functions that shape a completion."""
+    from distillery import endpoints
+
+    return [endpoints.request_body, endpoints.completions_from, endpoints.kd_targets]
 
 
 def _logger():
@@ -54,7 +61,8 @@ def batch_cache_key(context, parameters: dict) -> str:
     rows, teacher, spec, params = parameters["rows"], parameters["teacher"], parameters["spec"], parameters["params"]
     rows = rows.unquote() if isinstance(rows, quote) else rows
     content = [[r["seed_id"], r["messages"], r.get("lineage")] for r in rows]  # lineage too: a cached batch must not replay another run's
-    blob = json.dumps([content, teacher, spec.__dict__, params, code_version()], sort_keys=True, default=str)
+    engine = spec.identity() if is_endpoint(spec) else spec.__dict__  # an endpoint: its URL and model, not its limits
+    blob = json.dumps([content, teacher, engine, params, code_version()], sort_keys=True, default=str)
     return "distillery-generate-" + hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -70,7 +78,26 @@ def check_lengths(rows: list[dict], teachers: list[Teacher], max_model_len: int)
     return why
 
 
-@task(
+def _generate_batch(rows: list[dict], teacher: str, spec: EngineSpec, params: dict) -> tuple[list[dict], float, list[dict]]:
+    """One batch's completions; also the seconds spent opening the engine (0 if open), and
+    the rows an endpoint refused (a 4xx other than 429, an answer malformed after retries),
+    rejected with the server's reason."""
+    started = time.perf_counter()
+    engine = get_engine(spec)
+    opened = time.perf_counter() - started
+    completions = engine.chat([r["messages"] for r in rows], params)
+    failed = {i: c[0]["error"] for i, c in enumerate(completions) if c and "error" in c[0]}
+    rejected = [{**rows[i], "reason": "endpoint_error", "detail": why} for i, why in failed.items()]
+    answered = [(r, c) for i, (r, c) in enumerate(zip(rows, completions)) if i not in failed]
+    out = attach_completions([r for r, _ in answered], [c for _, c in answered], teacher, spec.model, params,
+                             datetime.now(timezone.utc))
+    _logger().info("teacher %s: %d completions for %d prompts%s", teacher, len(out), len(rows),
+                   f", {len(rejected)} refused by the endpoint" if rejected else "")
+    return out, opened, rejected
+
+
+generate_batch = task(
+    _generate_batch,
     name="teacher-generate",
     tags=[ENGINE_TAG],
     retries=1,
@@ -78,15 +105,14 @@ def check_lengths(rows: list[dict], teachers: list[Teacher], max_model_len: int)
     cache_key_fn=batch_cache_key,
     persist_result=True,
 )
-def generate_batch(rows: list[dict], teacher: str, spec: EngineSpec, params: dict) -> tuple[list[dict], float]:
-    """One LLM.chat call for a batch; also the seconds spent opening the engine (0 if open)."""
-    started = time.perf_counter()
-    engine = get_engine(spec)
-    opened = time.perf_counter() - started
-    completions = engine.chat([r["messages"] for r in rows], params)
-    out = attach_completions(rows, completions, teacher, spec.model, params, datetime.now(timezone.utc))
-    _logger().info("teacher %s: %d completions for %d prompts", teacher, len(out), len(rows))
-    return out, opened
+
+# An endpoint's batch: no `gpu` slot (the endpoint's own global limit applies, adapters/endpoint.py);
+# its client retries requests itself, so a failed batch is not retried as a whole.
+endpoint_batch = task(_generate_batch, name="endpoint-generate", cache_key_fn=batch_cache_key, persist_result=True)
+
+
+def batch_task(spec):
+    return endpoint_batch if is_endpoint(spec) else generate_batch
 
 
 def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], kd: KDConfig | None = None) -> tuple[list[dict], list[dict], float]:
@@ -112,7 +138,7 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], 
                 params["kd_top_k"] = kd.top_k
             for batch in batched(render_messages(fits, system), teacher.batch_size):
                 state = generate_batch(quote(list(batch)), name, spec, params, return_state=True)
-                done, opened = state.result()
+                done, opened, _ = state.result()
                 out += done
                 if state.name != "Cached":  # a cached batch replays the engine start of the run that made it
                     engine_seconds += opened
@@ -129,7 +155,8 @@ def generate(rows: list[dict], teacher: TeacherConfig, teachers: list[Teacher], 
 class EngineBatches:
     """One teacher's batches as cached task runs (`generate_batch`), for the staged generate
     stage: `(rows) -> (completions, engine start seconds)`. A batch generated before, for
-    this or any output, comes from the cache and starts no engine; progress moves either way."""
+    this or any output, comes from the cache and starts no engine; progress moves either way.
+    With an endpoint, the third item is the rows it refused (rejected by the stage)."""
 
     def __init__(self, teacher: str, spec: EngineSpec, params: dict, progress_id=None, total: int = 0):
         self.teacher, self.spec, self.params = teacher, spec, params
@@ -140,8 +167,8 @@ class EngineBatches:
         # Committed (persisted) as soon as the batch is done: a task run's nested results are
         # otherwise kept until the stage's task run ends, and a kill mid-stage would lose them.
         with transaction(commit_mode=CommitMode.EAGER):
-            state = generate_batch(quote(rows), self.teacher, self.spec, self.params, return_state=True)
-        done, opened = state.result()
+            state = batch_task(self.spec)(quote(rows), self.teacher, self.spec, self.params, return_state=True)
+        done, opened, refused = state.result()
         cached = state.name == "Cached"  # its engine start was another run's
         self.done += len(done)
         shown = current_progress()
@@ -151,4 +178,4 @@ class EngineBatches:
             update_progress_artifact(self.progress_id, 100.0 * self.done / max(self.total, 1),
                                      description=f"teacher completions: {self.done} of {self.total}")
         failpoint("generate.batch")
-        return done, 0.0 if cached else opened
+        return done, 0.0 if cached else opened, refused

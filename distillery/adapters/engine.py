@@ -296,8 +296,26 @@ _engines: OrderedDict[EngineSpec, Engine] = OrderedDict()
 _lock = threading.Lock()
 
 
+def spec_for(teacher: Any, model: str, endpoint: Any = None, label: str = "teacher", logprobs_mode: str = "raw_logprobs"):
+    """What answers for a teacher or judge: an EndpointSpec when it has an endpoint, else the
+    in-process engine's EngineSpec (engine settings from `teacher`, the TeacherConfig)."""
+    if endpoint is not None:
+        from distillery.adapters.endpoint import EndpointSpec
+
+        return EndpointSpec.of(label, endpoint)
+    return EngineSpec.from_teacher(teacher, model=model, logprobs_mode=logprobs_mode)
+
+
+def is_endpoint(spec: Any) -> bool:
+    return not isinstance(spec, EngineSpec)
+
+
 def get_engine(spec: EngineSpec) -> Engine:
-    """The process's engine for `spec`, opened on first use."""
+    """The process's engine for `spec`, opened on first use (an endpoint's client, for an EndpointSpec)."""
+    if is_endpoint(spec):
+        from distillery.adapters.endpoint import get_endpoint
+
+        return get_endpoint(spec)
     limit = max(1, int(os.environ.get("DISTILLERY_MAX_ENGINES", "1")))
     with _lock:
         if spec in _engines and _engines[spec].dead:
@@ -343,7 +361,9 @@ def close_engines() -> None:
     with _lock:
         while _engines:
             _engines.popitem()[1].close()
+    if "distillery.adapters.endpoint" in sys.modules:
+        sys.modules["distillery.adapters.endpoint"].close_endpoints()
 
 
 def describe(spec: EngineSpec) -> dict:
-    return asdict(spec)
+    return spec.identity() if is_endpoint(spec) else asdict(spec)

@@ -58,8 +58,9 @@ class Fit:
 class Generate:
     """One teacher's completions (n per prompt) for a shard of prompts, in engine batches.
 
-    `complete(batch) -> (rows, engine seconds)` runs one batch: in a flow, a task run cached
-    by content (tasks/generate.py), so a batch already generated for any output is reused."""
+    `complete(batch) -> (rows, engine seconds[, refused rows])` runs one batch: in a flow, a task
+    run cached by content (tasks/generate.py), so a batch already generated for any output is
+    reused. Refused rows (an endpoint's 4xx) are rejected per prompt with the server's reason."""
 
     teacher: str
     model: str
@@ -86,12 +87,13 @@ class Generate:
         return [Generate.run, attach_completions, render_messages]
 
     def run(self, rows: list[dict], shard: int) -> ShardOutput:
-        out, opened = [], 0.0
+        out, refused, opened = [], [], 0.0
         for batch in batched(render_messages(rows, self.system), self.batch_size):
-            done, seconds = self.complete(list(batch))
+            done, seconds, *rest = self.complete(list(batch))  # an endpoint's also: the rows it refused
             out += done
+            refused += rest[0] if rest else []
             opened += seconds
-        return ShardOutput(out, facts={"engine_seconds": opened,
+        return ShardOutput(out, refused, facts={"engine_seconds": opened,
                                        "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in out),
                                        "completion_tokens": sum(r.get("completion_tokens") or 0 for r in out)})
 
@@ -125,7 +127,7 @@ class Judge:
         started = time.perf_counter()
         engine = self.open_engine()
         opened = time.perf_counter() - started  # engine start, when this shard opened it
-        scored, rejected = [], []
+        scored, rejected, tokens = [], [], [0, 0]
         for batch in batched(rows, self.batch_size):
             convs = [absolute_messages(self.rubric, r["prompt"], r["response"], self.aspects, self.method) for r in batch]
             verdicts = over_budget(engine.count_prompt_tokens(convs), self.params["max_tokens"], self.max_model_len)
@@ -133,11 +135,16 @@ class Judge:
             rejected += [{**r, "stage": "judge", "reason": "judge_prompt_too_long", "detail": why}
                          for r, why in zip(batch, verdicts) if why is not None]
             outputs = engine.chat([c for _, c in fits], self.params, **self.extra)
-            scored += apply_judgements([r for r, _ in fits], [o[0] for o in outputs], self.model, self.aspects, self.method)
+            refused = {i: o[0]["error"] for i, o in enumerate(outputs) if o and "error" in o[0]}  # an endpoint's 4xx
+            rejected += [{**fits[i][0], "stage": "judge", "reason": "endpoint_error", "detail": why} for i, why in refused.items()]
+            answered = [(r, o[0]) for i, ((r, _), o) in enumerate(zip(fits, outputs)) if i not in refused]
+            tokens[0] += sum(o.get("prompt_tokens") or 0 for _, o in answered)
+            tokens[1] += sum(o.get("completion_tokens") or 0 for _, o in answered)
+            scored += apply_judgements([r for r, _ in answered], [o for _, o in answered], self.model, self.aspects, self.method)
             if self.on_batch:
                 self.on_batch(len(batch))
         scores = Counter(r["judge_score"] for r in scored)
-        return ShardOutput(scored, rejected, facts={"engine_seconds": opened,
+        return ShardOutput(scored, rejected, facts={"engine_seconds": opened, "prompt_tokens": tokens[0], "completion_tokens": tokens[1],
                                                     **{f"score_{k if k is not None else 'none'}": n for k, n in scores.items()}})
 
 
