@@ -224,6 +224,13 @@ def retry_delay(attempt: int, retry_after: str | None, base: float, rng: random.
     return rng.uniform(0, min(cap, base * 2 ** attempt))
 
 
+def teacher_request(teacher: str, model: str, row: dict, params: dict, token_ids: bool) -> tuple[str, dict]:
+    """A rendered row's request for one teacher, as a batch file holds it: (custom_id, body).
+    Both `distillery batch-file` and `run --responses` make it with this, so they agree."""
+    body = request_body(model, row["messages"], params, token_ids=token_ids)
+    return custom_id(teacher, row, body), body
+
+
 def custom_id(teacher: str, row: dict, body: dict) -> str:
     """A batch request's id: the teacher, the seed, and a digest of the exact request, so an
     answer made for another prompt or other settings never matches."""

@@ -15,6 +15,8 @@ __all__ = ["DegenerateJudgeError", "distill"]
 
 
 @flow(name="distill", log_prints=True, validate_parameters=True)
-def distill(recipe: Recipe) -> dict:
-    """Build a distillation dataset as the recipe describes and return its summary."""
-    return staged_distill(recipe)
+def distill(recipe: Recipe, responses: str | None = None) -> dict:
+    """Build a distillation dataset as the recipe describes and return its summary.
+    `responses`: an OpenAI batch output file (path or URI) answering the requests that
+    `distillery batch-file` wrote for this recipe; the teachers are then not called."""
+    return staged_distill(recipe, responses)

@@ -61,13 +61,14 @@ def _files(records: list[Record]) -> list[list]:
     return [[r.files[0]] for r in records]
 
 
-def _started(recipe: Recipe, stages: int | None = None) -> tuple[Stages | None, dict | None]:
+def _started(recipe: Recipe, stages: int | None = None, check: bool = True) -> tuple[Stages | None, dict | None]:
     """The source loaded into staged seed shards and the build opened: (its stages, None),
     or (None, the result) when this very build is already published. `stages` counts the
     stages after load for the progress artifact (by default a distill build's)."""
     store, root = dataset_for(recipe), staging_root(recipe)
     check_kd_teachers(recipe)  # before the load stage writes to the output
-    check_endpoints(recipe)
+    if check:
+        check_endpoints(recipe)
     timings: dict[str, float] = {}
     with timed(timings, "load"):
         loaded, about = load(recipe, store, root)
@@ -84,12 +85,14 @@ def _started(recipe: Recipe, stages: int | None = None) -> tuple[Stages | None, 
     return run, None
 
 
-def staged_distill(recipe: Recipe) -> dict:
-    """Build and publish a distill dataset shard by shard. Runs inside a flow."""
-    run, done = _started(recipe)
+def staged_distill(recipe: Recipe, responses: str | None = None) -> dict:
+    """Build and publish a distill dataset shard by shard; with `responses` (an OpenAI batch
+    output file), the teachers' answers come from that file (flows/batch_files.py), not
+    from live requests. Runs inside a flow."""
+    run, done = _started(recipe, check=responses is None or recipe.judge.enabled)
     if run is None:
         return done
-    generated = answer(recipe, run, run.records["load"])
+    generated = answer(recipe, run, run.records["load"], responses)
     return finish(recipe, run, generated, mixed=mixed(recipe, run, generated))
 
 
@@ -204,16 +207,22 @@ def staged_row_schema(recipe: Recipe) -> pa.Schema:
     return staged_schema(published_schema(recipe), pa.field("judge_raw", pa.string()), pa.field("duplicate_of", pa.string()))
 
 
-def answer(recipe: Recipe, run: Stages, seeds: list[Record]) -> list[list[Record]]:
-    """Render, fit, and every teacher's completions: per teacher, its generated shards."""
+def answer(recipe: Recipe, run: Stages, seeds: list[Record], responses: str | None = None) -> list[list[Record]]:
+    """Render, fit, and every teacher's completions (live, or from a batch output file
+    `responses`): per teacher, its generated shards."""
+    fitted = fitted_prompts(recipe, run, seeds)
+    run.b.stages.setdefault("engine_start", 0.0)
+    return _generate(recipe, run, fitted, staged_row_schema(recipe), responses)
+
+
+def fitted_prompts(recipe: Recipe, run: Stages, seeds: list[Record]) -> list[Record]:
+    """Render and fit: the prompts every teacher can answer within its context."""
     rendered = run.run(Render(recipe.teacher.system_prompt), _files(seeds), "render")
     endpoints = recipe.endpoints()
     # an endpoint teacher's prompts are counted with its local tokenizer; without one, the server says what does not fit
     counted = [(n, endpoints[n].tokenizer if n in endpoints else m, s, p.max_tokens) for n, m, s, p in recipe.teachers()]
     fit = Fit(tuple(t for t in counted if t[1]), recipe.teacher.max_model_len, count=prompt_lengths)
-    fitted = run.run(fit, _files(rendered), "render")
-    run.b.stages.setdefault("engine_start", 0.0)
-    return _generate(recipe, run, fitted, staged_row_schema(recipe))
+    return run.run(fit, _files(rendered), "render")
 
 
 def survivors(recipe: Recipe, run: Stages, generated: list[list[Record]]) -> tuple[list[Record], dict]:
@@ -280,7 +289,7 @@ def finish(recipe: Recipe, run: Stages, generated: list[list[Record]], extra: di
     return {"output": recipe.output.uri, "run_id": b.run_id, "summary": manifest["summary"], "shards": manifest["shards"]}
 
 
-def _generate(recipe: Recipe, run: Stages, fitted: list[Record], staged: pa.Schema) -> list[list[Record]]:
+def _generate(recipe: Recipe, run: Stages, fitted: list[Record], staged: pa.Schema, responses: str | None = None) -> list[list[Record]]:
     """Every teacher over every shard; teachers sharing a model run back to back on one engine.
     Batches are cached task runs inside the stage's (untagged) task: they carry the gpu tag."""
     kd, teacher = recipe.kd, recipe.teacher
@@ -292,15 +301,21 @@ def _generate(recipe: Recipe, run: Stages, fitted: list[Record], staged: pa.Sche
         shown.begin("generate", total, "completions")
     out, done = [], 0
     try:
-        endpoints = recipe.endpoints()
+        endpoints, answers = recipe.endpoints(), {}
         for name, model, system, sampling in sorted(recipe.teachers(), key=lambda t: t[1] != teacher.model):
             spec = spec_for(teacher, model, endpoints.get(name), f"teacher {name!r}", kd.distribution)
             params = sampling_kwargs(sampling.n, sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
             if kd.top_k:
                 params["kd_top_k"] = kd.top_k
-            batches = run.batches(name, spec, params, progress, total, done)
-            stage = Generate(name, model, system, params, describe(spec), teacher.batch_size, staged, complete=batches)
-            records = run.run(stage, _files(fitted), "generate", in_flow=True, endpoint=is_endpoint(spec))  # its batches are cached task runs
+            if responses is not None:  # answers from a batch output file, read once for every teacher
+                from flows.batch_files import from_responses
+
+                batches, settings = from_responses(recipe, responses, name, model, params, answers)
+            else:
+                batches, settings = run.batches(name, spec, params, progress, total, done), describe(spec)
+            stage = Generate(name, model, system, params, settings, teacher.batch_size, staged, complete=batches)
+            records = run.run(stage, _files(fitted), "generate", in_flow=True,  # its batches are cached task runs
+                              endpoint=is_endpoint(spec) or responses is not None)
             out.append(records)
             done += sum(r.rows_out for r in records)
             if shown is not None:

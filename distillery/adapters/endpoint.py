@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from urllib.parse import urlsplit
 
 from distillery.endpoints import (EndpointConfig, MalformedAnswer, error_message, estimated_tokens, parse_answer,
@@ -300,31 +300,42 @@ class EndpointEngine:
             if self.config.tokens_per_minute:
                 await rate_limit(f"{name}-tpm", occupy=min(tokens, self.config.tokens_per_minute))
 
-    @cached_property
-    def _by_bytes(self) -> dict[bytes, int]:
-        """The local tokenizer's vocabulary by token bytes (byte-level BPE), for servers that
-        name logprob tokens by text and bytes, not id."""
-        from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-        decoder = {u: b for b, u in bytes_to_unicode().items()}
-        out: dict[bytes, int] = {}
-        for token, tid in self.tokenizer.get_vocab().items():
-            try:
-                out.setdefault(bytes(decoder[ch] for ch in token), tid)
-            except KeyError:
-                out.setdefault(token.encode(), tid)
-        return out
-
     def _to_id(self, entry: dict) -> int:
         if self.tokenizer is None:
             raise MalformedAnswer("logprob tokens come as text; set endpoint.tokenizer to map them to ids")
-        raw = bytes(entry["bytes"]) if entry.get("bytes") is not None else str(entry.get("token", "")).encode()
-        if raw not in self._by_bytes:
-            raise MalformedAnswer(f"logprob token {raw[:40]!r} is not in the local tokenizer {self.config.tokenizer!r}")
-        return self._by_bytes[raw]
+        return id_by_bytes(self.config.tokenizer)(entry)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+@lru_cache(maxsize=4)
+def id_by_bytes(tokenizer: str):
+    """`entry -> token id` for logprob entries named by text and bytes (OpenAI), through a
+    local tokenizer's vocabulary keyed by token bytes (byte-level BPE); `token_id:N` entries
+    (vLLM) are read as they are."""
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+    from distillery.adapters.engine import tokenizer_for
+    from distillery.endpoints import TOKEN_ID_PREFIX, token_id
+
+    decoder = {u: b for b, u in bytes_to_unicode().items()}
+    table: dict[bytes, int] = {}
+    for token, tid in tokenizer_for(tokenizer).get_vocab().items():
+        try:
+            table.setdefault(bytes(decoder[ch] for ch in token), tid)
+        except KeyError:
+            table.setdefault(token.encode(), tid)
+
+    def to_id(entry: dict) -> int:
+        if str(entry.get("token", "")).startswith(TOKEN_ID_PREFIX):
+            return token_id(entry)
+        raw = bytes(entry["bytes"]) if entry.get("bytes") is not None else str(entry.get("token", "")).encode()
+        if raw not in table:
+            raise MalformedAnswer(f"logprob token {raw[:40]!r} is not in the local tokenizer {tokenizer!r}")
+        return table[raw]
+
+    return to_id
 
 
 def _ensure_shared_limits(config: EndpointConfig) -> bool:

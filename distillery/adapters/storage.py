@@ -362,6 +362,14 @@ def open_input(uri: str, what: str = "input", **options: Any):
     return fs.open(path, "rb")
 
 
+def open_output(uri: str, **options: Any):
+    """A binary file handle for a streamed write (a local file's folder is made first)."""
+    fs, path = _fs(uri, **_for(uri, options))
+    if _protocol(fs) == "file":
+        fs.makedirs(fs._parent(path), exist_ok=True)
+    return fs.open(path, "wb")
+
+
 def open_dataset(uri: str, retries: int = 5, backoff: float = 2.0, **options: Any) -> Dataset:
     return Dataset(uri, retries, backoff, **options)
 

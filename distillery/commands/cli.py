@@ -84,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet_third_party()
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
     recipe = load_recipe(args.recipe, args.set)
+    if args.responses and recipe.flow != "distill":
+        raise DistilleryError(f"--responses builds flow 'distill'; the recipe's flow is {recipe.flow!r}")
     # Prefect is imported only once the recipe is valid.
     from distillery.recipe import flow_for
 
@@ -107,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for handler in _console_handlers():
             handler.addFilter(_ClearProgressLine(shown))
     try:
-        result = build(recipe)
+        result = build(recipe, responses=args.responses) if args.responses else build(recipe)
     except RuntimeError as err:
         raise (_no_local_api(err) or err) from None
     finally:
@@ -119,6 +121,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"\ndataset: {result['output']}  (run {result['run_id']})")
     print(format_summary(result["summary"]))
+    return 0
+
+
+def cmd_batch_file(args: argparse.Namespace) -> int:
+    from distillery.recipe import load_recipe
+
+    quiet_third_party()
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", EPHEMERAL_STARTUP_SECONDS)
+    recipe = load_recipe(args.recipe, args.set)
+    if recipe.flow != "distill":
+        raise DistilleryError(f"batch-file writes the requests of flow 'distill'; the recipe's flow is {recipe.flow!r}")
+    from prefect.logging.configuration import setup_logging
+
+    from flows.batch_files import batch_file
+
+    setup_logging()
+    _quiet_user_errors()
+    done = batch_file(recipe, args.to)
+    print(f"{done['requests']} requests for {done['prompts']} prompts written to {done['path']} (OpenAI batch input format);\n"
+          f"answer them (OpenAI's Batch API, or `vllm run-batch -i {done['path']} -o results.jsonl`), then build with\n"
+          f"distillery run {args.recipe or ''} --responses results.jsonl".replace("  ", " "))
     return 0
 
 
@@ -246,6 +269,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", "-v", action="store_true", help="show vLLM, torch and transformers warnings and loading bars")
     run.add_argument("--no-progress", action="store_true", help="no progress lines for engine start, generation and judging")
     run.set_defaults(func=cmd_run)
+    run.add_argument("--responses", metavar="FILE", help="build from an OpenAI batch output file (of `distillery batch-file`'s "
+                     "requests) instead of calling the teachers; missing or failed answers are quarantined rows")
+
+    bf = sub.add_parser("batch-file", help="write a recipe's teacher requests as an OpenAI batch input file (JSONL)")
+    bf.add_argument("recipe", nargs="?", help="recipe YAML (defaults apply when omitted)")
+    bf.add_argument("--to", required=True, help="the requests file to write (a path or s3:// URI)")
+    bf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    bf.set_defaults(func=cmd_batch_file)
+
     ins = sub.add_parser("inspect", help="summarize a dataset and check it against its manifest")
     ins.add_argument("output", help="dataset folder or URI")
     ins.add_argument("--rows", type=int, default=3, help="sample rows to print")
