@@ -482,6 +482,13 @@ class Recipe(_Strict):
         return out
 
     @property
+    def kd_tokenizer(self) -> str:
+        """The local model whose tokenizer KD ids index (and the dataset ships): the teacher's
+        endpoint.tokenizer when it has one, else teacher.model."""
+        endpoint = self.teacher.endpoint
+        return endpoint.tokenizer if endpoint is not None and endpoint.tokenizer else self.teacher.model
+
+    @property
     def judge_endpoint(self) -> EndpointConfig | None:
         return self.judge.endpoint or (self.teacher.endpoint if self.judge.model is None else None)
 

@@ -342,7 +342,7 @@ def check_endpoints(recipe: Recipe) -> None:
     for spec in specs:
         client = get_engine(spec)
         if recipe.kd.top_k and spec.label != "judge":
-            client.check_tokenizer()
+            client.check_tokenizer(recipe.kd_tokenizer)
 
 
 def _judge(recipe: Recipe, run: Stages, deduped: list[Record], staged: pa.Schema) -> list[Record]:

@@ -37,7 +37,7 @@ def kd_section(recipe: Recipe, rows: list[dict]) -> tuple[dict, dict[str, bytes]
     from distillery.adapters.tokenizers import kd_tokenizer
     from distillery.kd import entries
 
-    tokenizer, files = kd_tokenizer(recipe.teacher.model)
+    tokenizer, files = kd_tokenizer(recipe.kd_tokenizer)
     section = {
         "top_k": recipe.kd.top_k,
         "distribution": "raw_logprobs" if recipe.kd.teacher_weights else recipe.kd.distribution,

@@ -165,29 +165,32 @@ class EndpointEngine:
         vllm = any(isinstance(m, dict) and m.get("owned_by") == "vllm" for m in models)
         return "vllm" if vllm else "openai"
 
-    def check_tokenizer(self) -> None:
-        """KD ids must index the served model's vocabulary: on a vLLM server, its /tokenize
-        of a probe must equal the local tokenizer's."""
+    def check_tokenizer(self, local: str) -> None:
+        """KD ids must index the vocabulary the dataset ships (`local`, a local model's
+        tokenizer): on a vLLM server, its /tokenize of a probe must equal the local one's.
+        Another server names logprob tokens by text, mapped through endpoint.tokenizer."""
         import httpx
 
-        if self.tokenizer is None:
-            if self.server != "vllm":
-                raise EndpointError(f"{self.label} ({self.config.shown()}): KD needs token ids; set endpoint.tokenizer to a local model "
-                                    f"with the served model's tokenizer")
-            return
+        from distillery.adapters.engine import tokenizer_for
+
+        where = f"{self.label} ({self.config.shown()})"
         if self.server != "vllm":
+            if self.tokenizer is None:
+                raise EndpointError(f"{where}: KD needs token ids and this server names tokens by text; set endpoint.tokenizer "
+                                    f"to a local model with the served model's tokenizer")
             return
         probe = "Distillery checks the tokenizer: naïve café, 1234 tokens; déjà vu!"
         root = self.config.base_url[: -len("/v1")] if self.config.base_url.endswith("/v1") else self.config.base_url
         r = httpx.post(f"{root}/tokenize", json={"model": self.config.model, "prompt": probe, "add_special_tokens": False},
                        headers=self._headers, timeout=30.0)
         if r.status_code != 200:
-            return
+            raise EndpointError(f"{where}: POST {root}/tokenize answered {error_message(r.status_code, r.content)}; KD needs it "
+                                f"to check the server's tokenizer against {local!r}")
         theirs = r.json().get("tokens")
-        ours = self.tokenizer.encode(probe, add_special_tokens=False)
+        ours = tokenizer_for(local).encode(probe, add_special_tokens=False)
         if theirs != ours:
-            raise EndpointError(f"{self.label} ({self.config.shown()}): the server's tokenizer differs from endpoint.tokenizer "
-                                f"{self.config.tokenizer!r} (probe: {len(theirs)} vs {len(ours)} tokens); KD ids would not line up")
+            raise EndpointError(f"{where}: the server's tokenizer differs from {local!r} (a probe is {len(theirs)} tokens "
+                                f"there, {len(ours)} here); KD ids would not line up; set endpoint.tokenizer")
 
     def count_prompt_tokens(self, conversations: list[list[dict]]) -> list[int]:
         """Prompt lengths with the local tokenizer's chat template; 0 each without one (the
