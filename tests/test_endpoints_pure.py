@@ -179,3 +179,46 @@ def test_prompts_an_endpoint_refused_are_accounted_per_prompt():
     assert accounting_errors(summary) == []
     summary["not_generated"] = 0
     assert accounting_errors(summary)  # the refused prompts' completions must be counted somewhere
+
+
+class FreeTextEndpoint:
+    """A stand-in for an endpoint without structured outputs: the first judgement of each
+    conversation rambles, the second gives a score; it refuses one prompt with a 400."""
+
+    holds_format = False
+
+    def __init__(self):
+        self.asked: Counter = Counter()
+
+    def count_prompt_tokens(self, conversations):
+        return [0] * len(conversations)
+
+    def chat(self, conversations, params, **extra):
+        out = []
+        for conv in conversations:
+            text = conv[-1]["content"]
+            self.asked[text] += 1
+            if "refuse me" in text:
+                out.append([{"error": "HTTP 400: this prompt is not allowed"}])
+            elif self.asked[text] == 1:
+                out.append([{"response": "What a lovely answer, I am not sure.", "prompt_tokens": 7, "completion_tokens": 5}])
+            else:
+                out.append([{"response": "Score: 8\nRationale: fine", "prompt_tokens": 7, "completion_tokens": 4}])
+        return out
+
+
+def test_a_judge_without_structured_outputs_asks_again_once_and_quarantines_refusals():
+    from distillery.judge import absolute_regex
+    from distillery.schema import ROW_SCHEMA
+    from distillery.stages.engine import Judge, staged_schema
+
+    rows = [{"id": str(i), "seed_id": f"s{i}", "prompt": p, "response": "an answer"}
+            for i, p in enumerate(["first", "second", "please refuse me"])]
+    engine = FreeTextEndpoint()
+    judge = Judge("m", "rubric", (), "structured", {"n": 1, "temperature": 0.0, "max_tokens": 8}, {"regex": absolute_regex(())},
+                  batch_size=8, max_model_len=60, schema=staged_schema(ROW_SCHEMA), open_engine=lambda: engine)
+    out = judge.run(rows, 0)
+    assert [r["judge_score"] for r in out.rows] == [8, 8]  # the second answer stands
+    assert [(r["seed_id"], r["reason"], r["detail"]) for r in out.rejected] == [("s2", "endpoint_error", "HTTP 400: this prompt is not allowed")]
+    assert max(engine.asked.values()) == 2  # once more, not more
+    assert out.facts["prompt_tokens"] == 14 and out.facts["completion_tokens"] == 8

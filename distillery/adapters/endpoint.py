@@ -192,6 +192,12 @@ class EndpointEngine:
             raise EndpointError(f"{where}: the server's tokenizer differs from {local!r} (a probe is {len(theirs)} tokens "
                                 f"there, {len(ours)} here); KD ids would not line up; set endpoint.tokenizer")
 
+    @property
+    def holds_format(self) -> bool:
+        """Can a judge's output be held to its format (vLLM's structured outputs)? If not, the
+        judge parses free text and asks again once when it does not parse."""
+        return self.config.structured_outputs == "vllm" or (self.config.structured_outputs == "auto" and self.server == "vllm")
+
     def count_prompt_tokens(self, conversations: list[list[dict]]) -> list[int]:
         """Prompt lengths with the local tokenizer's chat template; 0 each without one (the
         server then rejects what does not fit, and the row is quarantined with its reason)."""
@@ -208,7 +214,7 @@ class EndpointEngine:
         n = int(sampling.get("n") or 1)
         kd_k = int(sampling.get("kd_top_k") or 0)
         first_k = int(sampling.get("logprobs") or 0)
-        structured = self.config.structured_outputs == "vllm" or (self.config.structured_outputs == "auto" and self.server == "vllm")
+        structured = self.holds_format
         bodies = [request_body(self.config.model, conv, sampling, regex, choice, continue_final, structured,
                                token_ids=self.server == "vllm") for conv in conversations]
         counted = self.count_prompt_tokens(conversations) if self.tokenizer is not None else [None] * len(bodies)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from distillery.generation import attach_completions, batched
-from distillery.judge import absolute_messages, apply_judgements, filter_by_score
+from distillery.judge import absolute_messages, apply_judgements, filter_by_score, parse_judgement
 from distillery.prompts import over_budget, render_messages
 from distillery.stages.contract import ShardOutput
 from distillery.stages.prompts import PROMPT_SCHEMA
@@ -121,7 +121,7 @@ class Judge:
                 "params": self.params, "extra": self.extra, "max_model_len": self.max_model_len}
 
     def code(self) -> Sequence[Callable]:
-        return [Judge.run, absolute_messages, apply_judgements, over_budget]
+        return [Judge.run, absolute_messages, apply_judgements, over_budget, _ask_again_once]
 
     def run(self, rows: list[dict], shard: int) -> ShardOutput:
         started = time.perf_counter()
@@ -138,6 +138,9 @@ class Judge:
             refused = {i: o[0]["error"] for i, o in enumerate(outputs) if o and "error" in o[0]}  # an endpoint's 4xx
             rejected += [{**fits[i][0], "stage": "judge", "reason": "endpoint_error", "detail": why} for i, why in refused.items()]
             answered = [(r, o[0]) for i, ((r, _), o) in enumerate(zip(fits, outputs)) if i not in refused]
+            if self.method == "structured" and not getattr(engine, "holds_format", True):
+                answered = _ask_again_once(engine, [(r, c) for i, (r, c) in enumerate(fits) if i not in refused], answered,
+                                           self.params, self.aspects)
             tokens[0] += sum(o.get("prompt_tokens") or 0 for _, o in answered)
             tokens[1] += sum(o.get("completion_tokens") or 0 for _, o in answered)
             scored += apply_judgements([r for r, _ in answered], [o for _, o in answered], self.model, self.aspects, self.method)
@@ -146,6 +149,21 @@ class Judge:
         scores = Counter(r["judge_score"] for r in scored)
         return ShardOutput(scored, rejected, facts={"engine_seconds": opened, "prompt_tokens": tokens[0], "completion_tokens": tokens[1],
                                                     **{f"score_{k if k is not None else 'none'}": n for k, n in scores.items()}})
+
+
+def _ask_again_once(engine, fits: list[tuple[dict, list]], answered: list[tuple[dict, dict]], params: dict,
+                    aspects: tuple[str, ...]) -> list[tuple[dict, dict]]:
+    """A judge that cannot be held to the format (an endpoint without structured outputs):
+    judgements that do not parse are asked for once more; the second answer stands."""
+    again = [i for i, (_, o) in enumerate(answered) if parse_judgement(o["response"], aspects)[0] is None]
+    if not again:
+        return answered
+    second = engine.chat([fits[i][1] for i in again], params)
+    out = list(answered)
+    for i, o in zip(again, second):
+        if o and "error" not in o[0]:
+            out[i] = (answered[i][0], o[0])
+    return out
 
 
 def score_counts(facts: dict) -> Counter:
