@@ -46,8 +46,8 @@ class EndpointConfig(BaseModel):
     )
     tokenizer: str | None = Field(
         None, description="A local model (name or folder) with the served model's tokenizer: counts prompt tokens for "
-        "the context check and maps logprob tokens to ids for KD. Null: the teacher's model when it is a local model, "
-        "else no local tokenizer (prompts too long for the server come back as quarantined rows).",
+        "the context check (against teacher.max_model_len) and maps text logprob tokens to ids for KD. Null: no local "
+        "count (the server refuses what does not fit, and the row is quarantined with its words).",
     )
     max_concurrency: int = Field(16, ge=1, le=4096, description="Requests in flight at once, across every flow run using this endpoint.")
     requests_per_minute: int | None = Field(None, ge=1, description="Request rate limit, across every flow run using this endpoint; null for none.")
