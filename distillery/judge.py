@@ -188,7 +188,7 @@ def pairwise_verdicts(engine, pairs: Sequence[tuple[dict, dict]], rubric: str, b
     for batch in batched(ok, batch_size):
         outputs = engine.chat([convs[i] for i in batch], params, choice=PAIRWISE_CHOICES)
         for i, o in zip(batch, outputs):
-            answers[i] = o[0]["response"]
+            answers[i] = o[0].get("response")  # an endpoint's refusal ({"error"}) is no answer
     return [swap_verdict(answers[2 * k], answers[2 * k + 1]) for k in range(len(pairs))]
 
 

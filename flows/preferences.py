@@ -14,7 +14,6 @@ from functools import partial
 
 from prefect import flow, get_run_logger
 
-from distillery.adapters.engine import EngineSpec
 from distillery.judge import judge_report_from_counts
 from distillery.recipe import Recipe, RecipeError
 from distillery.report import format_summary
@@ -25,7 +24,7 @@ from distillery.stages.preferences import Pairs
 from distillery.stages.staged import nullable
 from flows.build import check_judge
 from flows.publish import first_rows, publish_staged
-from flows.staged import _files, _started, answer, survivors
+from flows.staged import _files, _started, answer, judge_spec, survivors
 from tasks.report import publish_report
 from tasks.stages import shard_rows
 from tasks.write import STAGING
@@ -57,9 +56,11 @@ def staged_preferences(recipe: Recipe) -> dict:
     judged_files = [r.files[0] for r in judged]
     stage = Pairs(prefs.min_margin, prefs.pairwise_check, config.rubric, recipe.judge_model, teacher.batch_size,
                   teacher.max_model_len, nullable(PREFERENCE_SCHEMA), completions=partial(shard_rows, store, judged_files),
-                  open_engine=run.opener(EngineSpec.from_teacher(teacher, model=config.model or teacher.model)))
+                  open_engine=run.opener(judge_spec(recipe)))
     judged_digest = hashlib.sha256("".join(f.sha256 for f in judged_files).encode()).hexdigest()
-    final = run.run(stage, _files(run.records["fit"]), "pairwise", [judged_digest], engine=prefs.pairwise_check)
+    on_endpoint = prefs.pairwise_check and recipe.judge_endpoint is not None
+    final = run.run(stage, _files(run.records["fit"]), "pairwise", [judged_digest],
+                    engine=prefs.pairwise_check and not on_endpoint, endpoint=on_endpoint)
 
     facts = totals(final)["facts"]
     verdicts = {k.removeprefix("pairwise_"): int(v) for k, v in facts.items() if k.startswith("pairwise_")}
