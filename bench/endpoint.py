@@ -20,7 +20,7 @@ Target: at the best concurrency, Distillery's client reaches >= 90% of `vllm ben
 
 Concurrency 1 sends only the first 32 prompts by default (`--prompts-at-1`): the server
 decodes ~40 tokens/s for a single request on 2 cores, so all 256 one at a time would add
-about 20 minutes; the rest of the defaults take about 15 minutes on an idle machine.
+about 15 minutes; the defaults take about 14 minutes on an idle machine.
 """
 
 from __future__ import annotations
