@@ -27,10 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from urllib.parse import urlsplit
 
 from distillery.endpoints import (EndpointConfig, MalformedAnswer, error_message, estimated_tokens, parse_answer,
-                                  request_body)
+                                  request_body, retry_delay)
 from distillery.errors import DistilleryError
 
 log = logging.getLogger("distillery.endpoint")
@@ -289,8 +288,6 @@ class EndpointEngine:
             if failures > c.max_retries:
                 raise EndpointError(f"{self.label} ({c.shown()}): request failed after {c.max_retries} retries: {last}; "
                                     f"rerun when the server is back: answered batches are not sent again")
-            from distillery.endpoints import retry_delay
-
             delay = retry_delay(failures - 1, retry_after, c.backoff_seconds, self._rng)
             log.warning("%s: %s; retry %d of %d in %.1f s", self.label, last, failures, c.max_retries, delay)
             await asyncio.sleep(delay)
@@ -397,7 +394,3 @@ def close_endpoints() -> None:
     with _lock:
         while _clients:
             _clients.popitem()[1].close()
-
-
-def host_of(config: EndpointConfig) -> str:
-    return urlsplit(config.base_url).netloc
