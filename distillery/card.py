@@ -143,6 +143,25 @@ def _cost(summary: dict) -> str:
     return f"\n- Cost: ${cost['usd']:.4f} at the recipe's endpoint prices ({parts})."
 
 
+def _guards(recipe: dict, summary: dict) -> str:
+    """The guard stage's settings and what it removed (recipes from before the guards have none)."""
+    guards = recipe.get("guards")
+    if not guards:
+        return "- Guards: none (built before the guard stage)."
+    parts = []
+    if guards["identity"]["enabled"]:
+        own = ", ".join(x for x in (guards["identity"]["name"], guards["identity"]["maker"]) if x)
+        parts.append(f"identity leaks ({guards['identity']['action']}{'; the student is ' + own if own else ''})")
+    if guards["decontam"]["eval_sets"]:
+        parts.append("benchmark contamination against " + ", ".join(e["name"] for e in guards["decontam"]["eval_sets"])
+                     + f" ({guards['decontam']['ngram']}-grams, more than {guards['decontam']['threshold']:.0%} of an item)")
+    if guards["repetition"]["enabled"]:
+        parts.append("Gopher repetition limits")
+    rejected = (summary.get("guards") or {}).get("rejected", {})
+    removed = ", ".join(f"{reason} {sum(t.values())}" for reason, t in sorted(rejected.items())) or "none"
+    return f"- Guards: {'; '.join(parts) or 'off'}. Removed: {removed}."
+
+
 def _dedup(recipe: dict) -> str:
     dedup = recipe["dedup"]
     if not dedup["enabled"]:
@@ -260,6 +279,7 @@ ds = load_dataset("path/to/this/folder", split="train")  # reads data/ only
 
 - Seeds: `{recipe['source']['uri']}` (instruction column `{recipe['source']['instruction_column']}`), {summary['rows_in']} rows.
 {_teachers(recipe)}
+{_guards(recipe, summary)}
 {_dedup(recipe)}
 {_judge(recipe, pairs)}{_cost(summary)}
 {_pairs(manifest)}{_kd(manifest)}

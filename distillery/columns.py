@@ -30,6 +30,7 @@ DESCRIPTIONS: dict[str, str] = {
     "judge_aspects": "Per-aspect scores 1-10 (helpfulness, honesty, instruction_following) when the recipe asked for aspects.",
     "judge_rationale": "The judge's stated reason for its score.",
     "dedup_cluster": "Id of the near-duplicate cluster the row belongs to (rows removed as its copies are in rejected/).",
+    "guard_flags": "What the guard stage noted but kept (ai_boilerplate: 'As an AI language model'; identity leaks when guards.identity.action is flag); empty when nothing.",
     "lineage": "JSON: how a synthesized prompt was made (recipe, round, parent); empty for seed prompts.",
     "run_id": "The Prefect flow run that built the row.",
     "created_at": "When the build started (UTC).",

@@ -13,6 +13,7 @@ import yaml
 from distillery.errors import DistilleryError
 from distillery.endpoints import EndpointConfig
 from distillery.execution import ExecutionConfig
+from distillery.guards.config import GuardsConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -398,6 +399,11 @@ class Recipe(_Strict):
         default_factory=list,
         description="More teachers: each prompt also gets n completions from each of these.",
     )
+    guards: GuardsConfig = Field(
+        default_factory=GuardsConfig,
+        description="What may not go into training: identity leaks, benchmark contamination, repetition; and the "
+        "collapse monitor across runs.",
+    )
     dedup: DedupConfig = Field(
         default_factory=DedupConfig, description="Exact and MinHash near-dup removal."
     )
@@ -491,6 +497,15 @@ class Recipe(_Strict):
     @property
     def judge_endpoint(self) -> EndpointConfig | None:
         return self.judge.endpoint or (self.teacher.endpoint if self.judge.model is None else None)
+
+    @property
+    def collapse_history(self) -> str | None:
+        """Where the collapse monitor's history lives: guards.history_uri, else beside the dedup index."""
+        if self.guards.history_uri:
+            return self.guards.history_uri
+        if self.dedup.index_uri:
+            return f"{self.dedup.index_uri.rstrip('/')}/collapse-history/{self.name}.jsonl"
+        return None
 
     @property
     def judge_model(self) -> str:

@@ -182,7 +182,9 @@ def format_summary(summary: dict) -> str:
         from distillery.diversity import format_diversity
 
         lines.append(format_diversity(summary["diversity"]))
-    return "\n".join(lines)
+    from distillery.guards.report import guard_text
+
+    return "\n".join(lines + guard_text(summary))
 
 
 def _inputs_line(inputs: dict) -> str:
@@ -272,4 +274,6 @@ def run_report_markdown(name: str, output: str, run_id: str, summary: dict, inli
                   f"- distinct-1 {div['distinct_1']}, distinct-2 {div['distinct_2']}",
                   f"- mean pairwise MinHash similarity {div['mean_pairwise_similarity']} over a sample of {div['sample']}",
                   f"- share of rows near a seed (Jaccard >= {div['near_seed_threshold']}): {div['near_seed_share']}"]
-    return "\n".join(lines) + "\n"
+    from distillery.guards.report import guard_markdown
+
+    return "\n".join(lines + guard_markdown(summary)) + "\n"

@@ -42,6 +42,7 @@ ROW_SCHEMA = pa.schema(
         pa.field("judge_aspects", pa.struct([(a, pa.int8()) for a in ("helpfulness", "honesty", "instruction_following")])),
         pa.field("judge_rationale", pa.string()),
         pa.field("dedup_cluster", pa.string()),
+        pa.field("guard_flags", pa.list_(pa.string())),  # what the guard stage noted but kept ("ai_boilerplate")
         pa.field("lineage", pa.string()),  # JSON: how a synthesized prompt was made (recipe, round, parent, ...)
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),

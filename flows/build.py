@@ -19,6 +19,8 @@ from distillery.errors import DistilleryError
 from distillery.recipe import Recipe
 from distillery.report import build_key
 from distillery.sources import ParsedSource
+from distillery.guards.evalsets import items_digest
+from tasks.guard import read_eval_sets
 from tasks.kd import check_shared_tokenizer
 from tasks.load import load_candidates, load_seeds
 from tasks.write import check_output, repair_card
@@ -61,6 +63,7 @@ class Build:
     source_digest: str = ""
     previous_run: str | None = None  # the published build this one replaces, if any
     published: dict | None = None  # set when this very build is already published
+    eval_items: list = field(default_factory=list)  # guards.decontam's (set, id, text), read before generation
 
 
 def unchanged(recipe: Recipe, manifest: dict) -> dict:
@@ -87,6 +90,9 @@ def open_build(recipe: Recipe, *digests: str, stages: dict[str, float] | None = 
     `checked`: check_kd_teachers has run already. Runs inside a flow."""
     b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
     b.stages.update(stages or {})
+    if recipe.guards.decontam.eval_sets:  # part of what the build is: a changed eval set is a new build
+        b.eval_items = read_eval_sets(recipe)
+        digests = (*digests, items_digest(b.eval_items))
     b.source_digest = hashlib.sha256("\0".join(digests).encode()).hexdigest() if len(digests) > 1 else digests[0]
     b.key = build_key(recipe.model_dump(mode="json", exclude={"execution"}), b.source_digest)  # where it ran changes nothing
     state = check_output(recipe, b.key)

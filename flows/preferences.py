@@ -24,6 +24,7 @@ from distillery.stages.preferences import Pairs
 from distillery.stages.staged import nullable
 from flows.build import check_judge
 from flows.publish import first_rows, publish_staged
+from flows.guards import guard_summary
 from flows.staged import _files, _started, answer, judge_spec, survivors
 from tasks.report import publish_report
 from tasks.stages import shard_rows
@@ -88,6 +89,7 @@ def staged_preferences(recipe: Recipe) -> dict:
         "judge_score_mean": report["mean"],
         "dedup_clusters": counts.get("clusters", 0),
         "judge_report": report,
+        "guards": guard_summary(recipe, run),
     }
     summary["staged_shards"] = {name: {"shards": len(records), "ran": run.ran.get(name, len(records))}
                                 for name, records in run.records.items()}

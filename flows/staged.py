@@ -1,6 +1,6 @@
 """A distill build in stages over shards: memory bounded by a shard, resume by shard.
 
-    load -> render -> fit -> generate-<teacher>... -> signatures -> find-duplicates
+    load -> render -> fit -> generate-<teacher>... -> guard -> signatures -> find-duplicates
          -> dedup -> judge -> filter -> publish
 
 Every stage reads staged shards and writes staged shards with a completion record
@@ -43,6 +43,7 @@ from distillery.stages.kd import TARGETS_SCHEMA, Given, Merge, Score
 from distillery.stages.prompts import SEED_SCHEMA, Render
 from flows.stage_runner import Stages
 from flows.build import Build, check_judge, check_kd_teachers, open_build, sample_table, timed, unchanged
+from flows.guards import collapse_monitor, guard_summary, record_collapse, run_guard
 from flows.publish import first_rows, publish_staged, published_schema
 from tasks.judge import judge_params
 from tasks.report import publish_report
@@ -198,7 +199,7 @@ def _stage_count(recipe: Recipe, answered: bool) -> int:
     answering = 0 if answered else 2 + len(recipe.teachers())
     if not answered and recipe.kd.top_k and recipe.kd.teacher_weights:
         answering += len(recipe.kd.teacher_weights) + 1  # score-<teacher> each, kd-merge
-    return answering + recipe.dedup.enabled + 1 + 2 * recipe.judge.enabled
+    return answering + recipe.guards.any_row_guard() + recipe.dedup.enabled + 1 + 2 * recipe.judge.enabled
 
 
 def staged_row_schema(recipe: Recipe) -> pa.Schema:
@@ -230,7 +231,7 @@ def survivors(recipe: Recipe, run: Stages, generated: list[list[Record]]) -> tup
     judge on what is left. Returns the shards and the dedup counts."""
     store, root, b = run.store, run.root, run.b
     staged = staged_row_schema(recipe)
-    per_shard = [[g[i].files[0] for g in generated] for i in range(len(generated[0]))]
+    per_shard = run_guard(recipe, run, [[g[i].files[0] for g in generated] for i in range(len(generated[0]))], staged)
     drops, counts = drop_map([]), {"clusters": 0, "digest": drops_digest([])}
     if recipe.dedup.enabled:
         config = recipe.dedup
@@ -272,9 +273,11 @@ def finish(recipe: Recipe, run: Stages, generated: list[list[Record]], extra: di
         check_judge(recipe, report)
     summary["judge_report"] = report
     summary.update(extra or {})
+    summary["guards"] = guard_summary(recipe, run)
     with timed(b.stages, "diversity"):
-        summary["diversity"] = diversity_report(_sample_texts(store, final, diversity_of), list(seed_texts),
-                                                recipe.dedup.threshold, recipe.dedup.ngram)
+        texts = _sample_texts(store, final, diversity_of)
+        summary["diversity"] = diversity_report(texts, list(seed_texts), recipe.dedup.threshold, recipe.dedup.ngram)
+        summary["collapse"] = collapse_monitor(recipe, run, texts)  # fails here, before publishing, on fail_on_collapse
     problems = accounting_errors(summary)
     if problems:
         raise RuntimeError("row accounting failed: " + "; ".join(problems))
@@ -283,6 +286,7 @@ def finish(recipe: Recipe, run: Stages, generated: list[list[Record]], extra: di
     if recipe.dedup.enabled and recipe.dedup.update_index:
         total = update_index_from(store, [r.files[0] for r in final], recipe.dedup, recipe.storage)
         logger.info("dedup index %s now holds %d rows", recipe.dedup.index_uri, total)
+    record_collapse(recipe, run, summary["collapse"])
     store.remove_tree(STAGING)
     publish_report(recipe.name, recipe.output.uri, b.run_id, manifest["summary"], sample)
     logger.info("dataset written to %s\n%s", recipe.output.uri, format_summary(manifest["summary"]))
