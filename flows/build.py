@@ -83,15 +83,17 @@ def check_kd_teachers(recipe: Recipe) -> None:
         check_shared_tokenizer([model for name, model, _, _ in recipe.teachers() if recipe.kd.teacher_weights.get(name, 0) > 0])
 
 
-def open_build(recipe: Recipe, *digests: str, stages: dict[str, float] | None = None, checked: bool = False) -> Build:
+def open_build(recipe: Recipe, *digests: str, stages: dict[str, float] | None = None, checked: bool = False,
+               eval_items: list | None = None) -> Build:
     """A new build keyed by the recipe and the digests of every input it read (so a changed
     input is a new build); `b.published` is set when this very build is already published,
     and the rerun is then a no-op. `stages` are timings taken before (e.g. loading);
-    `checked`: check_kd_teachers has run already. Runs inside a flow."""
+    `checked`: check_kd_teachers has run already; `eval_items`: guards.decontam's eval sets,
+    when already read (else they are read here). Runs inside a flow."""
     b = Build(str(flow_run.get_id() or uuid.uuid4()), datetime.now(timezone.utc))
     b.stages.update(stages or {})
     if recipe.guards.decontam.eval_sets:  # part of what the build is: a changed eval set is a new build
-        b.eval_items = read_eval_sets(recipe)
+        b.eval_items = read_eval_sets(recipe) if eval_items is None else eval_items
         digests = (*digests, items_digest(b.eval_items))
     b.source_digest = hashlib.sha256("\0".join(digests).encode()).hexdigest() if len(digests) > 1 else digests[0]
     b.key = build_key(recipe.model_dump(mode="json", exclude={"execution"}), b.source_digest)  # where it ran changes nothing

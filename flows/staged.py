@@ -50,6 +50,7 @@ from tasks.report import publish_report
 from tasks.stages import duplicates, load, shard_drops, shard_rows_each
 from tasks.write import STAGING, dataset_for
 from tasks.dedup import update_index_from
+from tasks.guard import read_eval_sets
 
 DIVERSITY_SAMPLE = 20_000  # kept rows the diversity report reads (the first, in build order)
 
@@ -70,10 +71,11 @@ def _started(recipe: Recipe, stages: int | None = None, check: bool = True) -> t
     check_kd_teachers(recipe)  # before the load stage writes to the output
     if check:
         check_endpoints(recipe)
+    items = read_eval_sets(recipe) if recipe.guards.decontam.eval_sets else None  # a bad eval file stops it here
     timings: dict[str, float] = {}
     with timed(timings, "load"):
         loaded, about = load(recipe, store, root)
-    b = open_build(recipe, about["digest"], stages=timings, checked=True)
+    b = open_build(recipe, about["digest"], stages=timings, checked=True, eval_items=items)
     if b.published:
         store.remove_tree(STAGING)  # a build that crashed after publishing left it
         return None, unchanged(recipe, b.published)

@@ -80,3 +80,15 @@ def processes_with_env(entry: str) -> list[int]:
         except OSError:  # gone, or not ours to read
             continue
     return found
+
+
+def test_an_eval_file_that_is_missing_or_lacks_its_column_stops_the_build_before_anything_is_written(tmp_path):
+    missing = tmp_path / "gsm8k.jsonl"
+    base = ["run", "--set", f"source.uri={SEEDS}", "--set", "source.limit=2", "--set", f"output.uri={tmp_path / 'out'}"]
+    proc = distillery(*base, "--set", f"guards.decontam.eval_sets=[{{name: gsm8k, uri: '{missing}'}}]")
+    assert_one_clear_line(proc, "guards.decontam.eval_sets['gsm8k']", str(missing), "does not exist")
+    assert not (tmp_path / "out").exists()
+    missing.write_text('{"text": "Natalia sold clips to 48 of her friends in April."}\n')
+    proc = distillery(*base, "--set", f"guards.decontam.eval_sets=[{{name: gsm8k, uri: '{missing}', column: question}}]")
+    assert_one_clear_line(proc, "guards.decontam.eval_sets['gsm8k']", "no column 'question' (its columns: text)")
+    assert not (tmp_path / "out").exists()

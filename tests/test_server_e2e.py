@@ -119,6 +119,72 @@ def test_schedule_is_inactive_until_turned_on_then_creates_runs(server):
         assert all(r.expected_start_time.weekday() == 0 and r.expected_start_time.hour == 4 for r in runs)
 
 
+def _events(env, name: str) -> list[dict]:
+    import httpx
+
+    body = {"filter": {"event": {"name": [name]}}, "limit": 50}
+    return httpx.post(f"{env['PREFECT_API_URL']}/events/filter", json=body, timeout=30).raise_for_status().json()["events"]
+
+
+def _wait(what: str, check, timeout: float = 180):
+    deadline = time.monotonic() + timeout  # the event persister and the triggers run in loops; slower on a busy machine
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_collapse_monitor_across_runs_of_the_deployment_warns_and_an_automation_acts(server, tmp_path):
+    """Runs of distill-demo made the way its schedule makes them (flow runs of the deployment,
+    picked up by the worker): a diverse first, a repetitive second. The second warns, and its
+    event pauses the deployment through an automation; a third with fail_on_collapse fails
+    before publishing anything and leaves the history as it was."""
+    from prefect.events.actions import PauseDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    env, home = server
+    history = tmp_path / "history" / "demo.jsonl"
+    same = tmp_path / "same.jsonl"
+    same.write_text("".join(json.dumps({"id": f"s{i}", "instruction": "Write the word hello three times.", "instances": [{"input": ""}]}) + "\n" for i in range(12)))
+    common = ["--wait", "--set", "sampling.max_tokens=24", "--set", "judge.enabled=false", "--set", "source.limit=12",
+              "--set", f"guards.history_uri={history}"]
+    repetitive = ["--set", f"source.uri={same}", "--set", "dedup.enabled=false"]
+    with client(env) as c:
+        dep = c.read_deployment_by_name("distill/distill-demo")
+        automation = c.create_automation(AutomationCore(
+            name="pause distill-demo on collapse", actions=[PauseDeployment(source="inferred")],
+            trigger=EventTrigger(expect={"distillery.collapse.warning"}, posture=Posture.Reactive, threshold=1,
+                                 match={"prefect.resource.id": "distillery.dataset.*"})))
+    try:
+        first = trigger(env, "distill/distill-demo", *common, "--set", f"output.uri={tmp_path / 'diverse'}")
+        assert first.returncode == 0, (first.stdout, first.stderr[-3000:])
+        second = trigger(env, "distill/distill-demo", *common, *repetitive, "--set", f"output.uri={tmp_path / 'same'}")
+        assert second.returncode == 0, (second.stdout, second.stderr[-3000:])
+        runs = [json.loads(line) for line in history.read_text().splitlines()]
+        assert len(runs) == 2
+        m1, m2 = runs[0]["metrics"], runs[1]["metrics"]
+        assert m2["distinct_2"] < m1["distinct_2"] and m2["compression_ratio"] > m1["compression_ratio"]
+        collapse = json.loads((tmp_path / "same" / "manifest.json").read_text())["summary"]["collapse"]
+        assert collapse["comparison"]["previous_run"] == runs[0]["run_id"] and collapse["comparison"]["warnings"]
+        events = _wait("the collapse event", lambda: _events(env, "distillery.collapse.warning"))
+        assert events[0]["payload"]["run_id"] == runs[1]["run_id"]
+        assert any(r["prefect.resource.role"] == "deployment" for r in events[0]["related"])
+        with client(env) as c:  # the automation acted on the event: the deployment (and its schedule) is paused
+            _wait("the automation to pause the deployment", lambda: c.read_deployment(dep.id).paused)
+            c.resume_deployment(dep.id)
+        third = trigger(env, "distill/distill-demo", *common, *repetitive, "--set", "guards.fail_on_collapse=true",
+                        "--set", f"output.uri={tmp_path / 'failed'}")
+        assert third.returncode != 0 and "collapse monitor" in third.stdout + third.stderr, third.stdout[-3000:]
+        assert not (tmp_path / "failed" / "manifest.json").exists() and not (tmp_path / "failed" / "data").exists()
+        assert len(history.read_text().splitlines()) == 2
+    finally:
+        with client(env) as c:
+            c.delete_automation(automation)
+            c.resume_deployment(dep.id)
+
+
 # ---- the UI in a real browser (Debian's chromium, headless) ----
 
 SHOTS = ROOT / "out" / "test-screenshots"

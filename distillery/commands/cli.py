@@ -179,6 +179,18 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guard_identity(args: argparse.Namespace) -> int:
+    from distillery.commands.guard_job import run_identity_guard
+    from distillery.guards.identity import DEFAULT_VENDORS, IdentityGuard
+
+    vendors = tuple(dict.fromkeys([*DEFAULT_VENDORS, *args.vendor]))
+    guard = IdentityGuard(name=args.name, maker=args.maker, vendors=vendors)
+    stats = run_identity_guard(args.input, args.column, args.output, guard, args.action, args.batch_rows)
+    print(f"kept rows: {args.output.rstrip('/')}/kept.parquet, rejected rows: {args.output.rstrip('/')}/rejected.parquet")
+    print(stats.report())
+    return 0
+
+
 def cmd_trigger(args: argparse.Namespace) -> int:
     from distillery.adapters.prefect_api import trigger
 
@@ -306,6 +318,23 @@ def parser() -> argparse.ArgumentParser:
     dd.add_argument("--update-index", action="store_true", help="add this run's kept rows to --index")
     dd.add_argument("--batch-rows", type=int, default=10_000, help="rows read per batch (default 10000)")
     dd.set_defaults(func=cmd_dedup)
+    guard = sub.add_parser("guard", help="the build's guards on any file: `guard identity`")
+    gsub = guard.add_subparsers(dest="guard", required=True)
+    gid = gsub.add_parser(
+        "identity", help="reject rows whose answers claim another model's identity (I am ChatGPT, trained by OpenAI)",
+        description="Writes every input row, with the input's own columns, to kept.parquet (plus guard_flags) or "
+        "rejected.parquet (plus guard_reason, guard_matched, guard_language; guard_raw for a malformed JSONL line). "
+        "A messages column is checked on its assistant turns only; a text column as one answer.",
+    )
+    gid.add_argument("input", help="JSONL or Parquet file (local path or s3://)")
+    gid.add_argument("--column", required=True, help="the answer text, or a list of chat messages (dotted path for nested JSONL)")
+    gid.add_argument("--output", required=True, help="folder for kept.parquet and rejected.parquet")
+    gid.add_argument("--name", help="the student's own name: never a leak")
+    gid.add_argument("--maker", help="the student's own maker: never a leak")
+    gid.add_argument("--vendor", action="append", default=[], help="another model or vendor name to guard against (repeatable)")
+    gid.add_argument("--action", choices=["reject", "flag"], default="reject", help="reject leaks (default) or keep them flagged")
+    gid.add_argument("--batch-rows", type=int, default=10_000, help="rows read per batch (default 10000)")
+    gid.set_defaults(func=cmd_guard_identity)
     trig = sub.add_parser("trigger", help="run a deployment (its default recipe plus --set overrides)")
     trig.add_argument("deployment", help="FLOW/DEPLOYMENT, e.g. distill/distill-demo")
     trig.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
@@ -358,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Commands that only read and write files: no Prefect run, no engine.
-_NATIVE_EXIT = {"inspect", "dedup", "export", "kd-check", "recipe-schema"}
+_NATIVE_EXIT = {"inspect", "dedup", "guard", "export", "kd-check", "recipe-schema"}
 
 
 def entry() -> None:
