@@ -26,6 +26,9 @@ def recipe_data(out: Path, min_score: int) -> dict:
     # one token per judgement, and an expected score: a graded scale where the small judge's
     # free-text scores are all 10
     data["judge"]["method"] = "logprob"
+    # the small teacher loops on GOOD ("measure out 1/4 cup of sugar" twice), which the repetition
+    # guard rejects before dedup sees the duplicate this test is about; the guards have their own tests
+    data["guards"] = {"repetition": {"enabled": False}}
     given = [("Add.", "length"), ("...", "empty"), (GOOD, None), (GOOD, "exact_duplicate")]
     data["textbook"] = {"topics": ["adding and halving fractions"], "audiences": AUDIENCES, "exercises_per_section": 1,
                         "max_tokens": 128, "extra_exercises": [{"topic": "fractions", "audience": AUDIENCES[0], "exercise": e}
