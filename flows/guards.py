@@ -88,7 +88,8 @@ def collapse_monitor(recipe: Recipe, run: Stages, texts: list[str]) -> dict:
 
 
 def record_collapse(recipe: Recipe, run: Stages, collapse: dict) -> None:
-    """Append this build's metrics to the history (after publishing: a failed build is no run)."""
+    """Append this build's metrics to the history (after publishing: a failed build is no run).
+    Read again here, not kept from `collapse_monitor`: another build may have appended since."""
     uri = recipe.collapse_history
     if not uri:
         return

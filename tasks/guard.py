@@ -3,6 +3,7 @@ workers, the eval index once per process, the collapse history, the collapse eve
 
 from __future__ import annotations
 
+import pyarrow as pa
 from prefect import get_run_logger
 from prefect.events import emit_event
 
@@ -13,8 +14,6 @@ from distillery.guards.evalsets import EvalSetError, eval_items
 from distillery.recipe import Recipe
 from distillery.stages.contract import StagedFile
 from distillery.stages.staged import decode, encode
-
-import pyarrow as pa
 
 EVAL_SCHEMA = pa.schema([pa.field("eval_set", pa.string()), pa.field("item_id", pa.string()), pa.field("text", pa.string())])
 COLLAPSE_EVENT = "distillery.collapse.warning"

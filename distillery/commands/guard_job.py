@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 
 from distillery.adapters.storage import open_dataset, open_input
 from distillery.commands.dedup_job import _jsonl_batches, _with
-from distillery.guards.identity import REJECT_REASONS, IdentityGuard, assistant_texts
+from distillery.guards.identity import IdentityGuard, assistant_texts
 from distillery.json_columns import FieldTypes
 from distillery.sources import MISSING, SourceError, get_path
+from distillery.stages.guard import identity_verdict
 
 PREFIX = "guard_"
 KEPT = [pa.field("guard_flags", pa.list_(pa.string()))]
@@ -52,14 +53,8 @@ def verdict(guard: IdentityGuard, value, action: str) -> tuple[str | None, str |
     """(reject reason, matched, language, flags) for one column value."""
     if value is MISSING or value is None:
         return "missing_field", None, None, []
-    flags: list[str] = []
-    for prompt, text in assistant_texts(value):
-        for hit in guard.check(text, prompt):
-            if hit.reason in REJECT_REASONS and action == "reject":
-                return hit.reason, hit.matched, hit.language, []
-            if hit.reason not in flags:
-                flags.append(hit.reason)
-    return None, None, None, flags
+    hit, flags = identity_verdict(guard, assistant_texts(value), action)
+    return (hit.reason, hit.matched, hit.language, []) if hit is not None else (None, None, None, flags)
 
 
 def _check_names(uri: str, names: list[str]) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from distillery.guards.decontam import ContamHit, EvalIndex
-from distillery.guards.identity import REJECT_REASONS, IdentityGuard
+from distillery.guards.identity import REJECT_REASONS, IdentityGuard, IdentityHit
 from distillery.guards.repetition import GOPHER_LIMITS, repetition
 from distillery.stages.contract import ShardOutput
 
@@ -46,7 +46,7 @@ class Guard:
                 "limits": GOPHER_LIMITS if self.repetition_min_words is not None else None}
 
     def code(self) -> Sequence[Callable]:
-        return [Guard.run, Guard._verdict, IdentityGuard.check, repetition, EvalIndex.match, EvalIndex.any_hit, contam_detail]
+        return [Guard.run, Guard._verdict, identity_verdict, IdentityGuard.check, repetition, EvalIndex.match, EvalIndex.any_hit, contam_detail]
 
     def run(self, rows: list[dict], shard: int) -> ShardOutput:
         prompt_hits: list[ContamHit | None] = [None] * len(rows)
@@ -81,16 +81,27 @@ class Guard:
         flags: list[str] = []
         answer = row.get("response") or ""
         if self.identity is not None:
-            for hit in self.identity.check(answer, row.get("prompt")):
-                if hit.reason in REJECT_REASONS and self.identity_action == "reject":
-                    return hit.reason, f"matched {hit.matched!r} ({hit.language})", []
-                if hit.reason not in flags:
-                    flags.append(hit.reason)
+            hit, flags = identity_verdict(self.identity, [(row.get("prompt"), answer)], self.identity_action)
+            if hit is not None:
+                return hit.reason, f"matched {hit.matched!r} ({hit.language})", []
         if self.repetition_min_words is not None:
             hit = repetition(answer, min_words=self.repetition_min_words)
             if hit is not None:
                 return REPETITIVE, f"{hit.limit} {hit.value:.3f} > {hit.bound}", []
         return None, None, flags
+
+
+def identity_verdict(guard: IdentityGuard, turns: list[tuple[str | None, str]], action: str) -> tuple[IdentityHit | None, list[str]]:
+    """Over (prompt, answer) turns: the first leak to reject (action 'reject'), else None and
+    the reasons to flag on the kept row."""
+    flags: list[str] = []
+    for prompt, text in turns:
+        for hit in guard.check(text, prompt):
+            if hit.reason in REJECT_REASONS and action == "reject":
+                return hit, []
+            if hit.reason not in flags:
+                flags.append(hit.reason)
+    return None, flags
 
 
 def contam_detail(hit: ContamHit, where: str, ngram: int) -> str:
