@@ -1,0 +1,1 @@
+"""Evaluation of teachers and students: pure logic."""
