@@ -568,6 +568,12 @@ MODELS: dict[str, str] = {
     "rephrase": "distillery.recipes.rephrase:RephraseRecipe",
     "textbook": "distillery.recipes.textbook:TextbookRecipe",
     "doc2query": "distillery.recipes.doc2query:Doc2QueryRecipe",
+    "eval_pairwise": "distillery.recipes.evals:EvalRecipe",
+    "eval_rse": "distillery.recipes.evals:EvalRecipe",
+    "eval_identity": "distillery.recipes.evals:EvalRecipe",
+    "eval_accuracy": "distillery.recipes.evals:EvalRecipe",
+    "verifiable": "distillery.recipes.evals:VerifiableRecipe",
+    "distill_loop": "distillery.recipes.evals:LoopRecipe",
 }
 # Flow name -> "module:function" of the Prefect flow that builds it.
 FLOWS: dict[str, str] = {
@@ -579,6 +585,12 @@ FLOWS: dict[str, str] = {
     "rephrase": "flows.rephrase:rephrase",
     "textbook": "flows.textbook:textbook",
     "doc2query": "flows.doc2query:doc2query",
+    "eval_pairwise": "flows.evals:eval_pairwise",
+    "eval_rse": "flows.evals:eval_rse",
+    "eval_identity": "flows.evals:eval_identity",
+    "eval_accuracy": "flows.evals:eval_accuracy",
+    "verifiable": "flows.verifiable:verifiable",
+    "distill_loop": "flows.loop:distill_loop",
 }
 
 
