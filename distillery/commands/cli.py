@@ -116,11 +116,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.install(None)
         close_engines()
 
+    if "report" in result:  # an evaluation or a verifiable build: its report says it all
+        print(f"\n{result['output']}  (run {result['run_id']})\n")
+        print(result["report"])
+        return 0
     if result.get("unchanged"):
         print(f"\ndataset: {result['output']} is already this build (run {result['run_id']}); nothing to do")
     else:
         print(f"\ndataset: {result['output']}  (run {result['run_id']})")
     print(format_summary(result["summary"]))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """`distillery eval KIND [RECIPE]`: `distillery run` with flow eval_KIND."""
+    args.set = [f"flow=eval_{args.kind}", *args.set]
+    args.responses = None
+    return cmd_run(args)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    quiet_third_party()
+    from distillery.commands.finetune import FinetuneConfig, finetune
+
+    info = finetune(FinetuneConfig(dataset=args.dataset, model=args.model, output=args.output, steps=args.steps,
+                                   learning_rate=args.lr, batch_size=args.batch_size, max_length=args.max_length, seed=args.seed))
+    print(f"fine-tuned {info['base_model']} on {info['rows']} rows of {info['dataset']}: {info['steps']} steps, "
+          f"loss {info['first_loss']} -> {info['last_loss']}, {info['seconds']} s; saved to {args.output}")
     return 0
 
 
@@ -283,6 +305,26 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     run.add_argument("--responses", metavar="FILE", help="build from an OpenAI batch output file (of `distillery batch-file`'s "
                      "requests) instead of calling the teachers; missing or failed answers are quarantined rows")
+
+    ev = sub.add_parser("eval", help="evaluate models: pairwise win rate, response similarity, identity, verifiable accuracy",
+                        description="Runs the eval_KIND flow on the recipe (an EvalRecipe: candidates, baseline, judge); writes "
+                        "eval/*.parquet, report.md and manifest.json to output.uri and prints the report.")
+    ev.add_argument("kind", choices=["pairwise", "rse", "identity", "accuracy"])
+    ev.add_argument("recipe", nargs="?", help="recipe YAML (defaults apply when omitted)")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field, e.g. source.limit=20")
+    ev.add_argument("--verbose", "-v", action="store_true", help="show vLLM, torch and transformers warnings")
+    ev.add_argument("--no-progress", action="store_true", help="no progress lines")
+    ev.set_defaults(func=cmd_eval)
+    ft = sub.add_parser("finetune", help="TRL SFT on a published build for N steps; saves a model folder the flows can open")
+    ft.add_argument("dataset", help="a published build's folder, or a JSONL/Parquet file with a messages column")
+    ft.add_argument("--model", default="smollm2-135m-instruct", help="the model to start from: the default model or a local folder")
+    ft.add_argument("--output", required=True, help="folder to save the fine-tuned model to")
+    ft.add_argument("--steps", type=int, default=30, help="optimizer steps")
+    ft.add_argument("--lr", type=float, default=1e-4, help="learning rate (constant)")
+    ft.add_argument("--batch-size", type=int, default=4, help="rows per step")
+    ft.add_argument("--max-length", type=int, default=256, help="tokens per row (longer rows are cut)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.set_defaults(func=cmd_finetune)
 
     bf = sub.add_parser("batch-file", help="write a recipe's teacher requests as an OpenAI batch input file (JSONL)")
     bf.add_argument("recipe", nargs="?", help="recipe YAML (defaults apply when omitted)")
