@@ -48,6 +48,7 @@ def test_deployment_declares_the_flow_with_a_valid_recipe():
         path, func = dep["entrypoint"].split(":")
         assert (ROOT / path).is_file()
         module = __import__(path[:-3].replace("/", "."), fromlist=[func])
-        assert getattr(module, func).name in ("distill", "preferences", "score_targets", "self_instruct", "evol_instruct", "textbook", "rephrase", "doc2query")
+        assert getattr(module, func).name in ("distill", "preferences", "score_targets", "self_instruct", "evol_instruct", "textbook", "rephrase", "doc2query",
+                                                  "eval_pairwise", "eval_rse", "eval_identity", "eval_accuracy", "verifiable", "distill_loop")
         build_recipe(dep["parameters"]["recipe"])
         assert all(s["active"] is False for s in dep.get("schedules", []))
