@@ -128,9 +128,9 @@ def _judge_pairs(recipe: EvalRecipe, rows: list[dict]) -> None:
         convs.append(pairwise_messages(recipe.judge.rubric, r["prompt"], r["baseline_answer"], r["candidate_answer"]))
     said = judged(recipe.judge_model(), convs, 4, choice=PAIRWISE_CHOICES)
     for k, r in enumerate(todo):
-        ab, ba = said[2 * k], said[2 * k + 1]
+        ab, ba = pw.parse_choice(said[2 * k]), pw.parse_choice(said[2 * k + 1])
         r.update(order_ab=ab, order_ba=ba)
-        if ab is None or ba is None:
+        if said[2 * k] is None or said[2 * k + 1] is None:
             r.update(status="not_judged", detail="the judge prompt does not fit the judge's context (judge.max_model_len)")
             continue
         r.update(verdict=swap_verdict(ab, ba), status="judged")

@@ -190,3 +190,13 @@ def test_markdown_first_line_both_ways():
     assert "| Position bias (share picking A) | 0.5000 |" in good
     assert "wins 2, losses 1, ties 1, inconsistent 0" in good
     assert "| win_rate | 0.6250 | 0.6250 | 0.0000 |" in good
+
+
+@pytest.mark.parametrize("text, choice", [
+    ("A", "A"), ("B", "B"), ("tie", "tie"), (" A.\n", "A"), ("**B**", "B"), ("Tie - both are fine", "tie"),
+    ("Response A is better", "A"), ("Both", None), ("", None), (None, None), ("Answer: A", None),
+])
+def test_parse_choice_reads_the_first_word_only(text, choice):
+    from distillery.evals.pairwise import parse_choice
+
+    assert parse_choice(text) == choice

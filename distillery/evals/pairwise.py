@@ -16,6 +16,7 @@ counts as a tie). On top of the plain win rate:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 
 import numpy as np
@@ -80,6 +81,18 @@ def reliability(control_acc: float | None, swap_agreement: float | None,
 
 
 # ---- win rates ----
+
+def parse_choice(text: str | None) -> str | None:
+    """'A', 'B' or 'tie' from a judge's answer: exact under structured output; from an endpoint that
+    cannot hold the format, the first word ("A.", "**B**", "Tie -", "Response A") read the same way."""
+    if text is None:
+        return None
+    words = re.findall(r"[A-Za-z]+", text)
+    if words[:1] == ["Response"] or words[:1] == ["response"]:
+        words = words[1:]
+    first = words[0] if words else ""
+    return {"a": "A", "b": "B", "tie": "tie"}.get(first.lower())
+
 
 def outcome(verdict: str | None) -> float | None:
     """x -> 1, y -> 0, tie and inconsistent -> 0.5 (MT-Bench); anything else -> None."""
