@@ -20,6 +20,7 @@ Each writes `eval/*.parquet` (every row with its verdict or its reason), `report
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -32,7 +33,7 @@ from distillery.evals import rse
 from distillery.evals.verifiers import verify
 from distillery.guards.identity import IdentityGuard
 from distillery.judge import PAIRWISE_CHOICES, pairwise_messages, swap_verdict
-from distillery.prompts import render_messages
+from distillery.prompts import render_messages, user_text
 from distillery.recipes.evals import EvalModel, EvalRecipe
 from tasks.evals import answers, judged, publish_eval, read_rows
 from tasks.load import load_seeds
@@ -67,10 +68,14 @@ def _answer(model: EvalModel, seeds: list[dict], params: dict, what: str) -> lis
     return answers(model, convs, params, f"{what}-{model.name}")
 
 
+def _prompt(seed: dict) -> str:
+    return user_text(seed["instruction"], seed.get("input", ""))
+
+
 def _answer_rows(model: str, seeds: list[dict], outs: list[dict]) -> list[dict]:
     rows = []
     for seed, o in zip(seeds, outs):
-        prompt = render_messages([seed], None)[0]["prompt"]
+        prompt = _prompt(seed)
         if o.get("error"):
             rows.append({"model": model, "id": seed["seed_id"], "prompt": prompt, "sample": 0, "error": o["error"]})
             continue
@@ -102,7 +107,7 @@ def _pairs(recipe: EvalRecipe, seeds: list[dict], outs: dict[str, list[dict]]) -
     answer is a row with status 'not_answered' and its reason."""
     base = recipe.baseline.name
     rows = []
-    prompts = [render_messages([s], None)[0]["prompt"] for s in seeds]
+    prompts = [_prompt(s) for s in seeds]
     for c in recipe.candidates:
         for seed, prompt, x, y in zip(seeds, prompts, outs[c.name], outs[base]):
             row = {"kind": "pair", "candidate": c.name, "baseline": base, "id": seed["seed_id"], "prompt": prompt,
@@ -190,10 +195,7 @@ def eval_pairwise(recipe: EvalRecipe) -> dict:
 
 
 def _count(values) -> dict:
-    out: dict = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
+    return dict(Counter(values))
 
 
 # ---- response similarity ----
@@ -215,7 +217,7 @@ def eval_rse(recipe: EvalRecipe) -> dict:
     temperature = recipe.sampling.temperature or 0.7  # two greedy samples would be one answer: the upper bound needs sampling
     ref = _answer(base, seeds, _sampling(recipe, n=2, temperature=temperature), "eval-answers")
     outs = {c.name: _answer(c, seeds, _sampling(recipe, temperature=temperature), "eval-answers") for c in recipe.candidates}
-    prompts = [render_messages([s], None)[0]["prompt"] for s in seeds]
+    prompts = [_prompt(s) for s in seeds]
     refs = {s["seed_id"]: (p, o["samples"]) for s, p, o in zip(seeds, prompts, ref) if not o.get("error")}
     other = rse.other_answer_pairs(list(refs), recipe.sampling.seed)
     rows = []

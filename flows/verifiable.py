@@ -13,6 +13,7 @@ Written like a dataset: data/train-*.parquet, rejected/*.parquet, report.md, man
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -100,9 +101,7 @@ def verifiable(recipe: VerifiableRecipe) -> dict:
                                     for r in rows], params, "verifiable-teacher")
     kept, filtered = placed(rows, outs, recipe)
     rejected += [{**r, "prompt": r["messages"][-1]["content"]} for r in filtered]
-    by_reason: dict[str, int] = {}
-    for r in rejected:
-        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
+    by_reason = Counter(r["reason"] for r in rejected)
     rows_in = len(records) + len(malformed)
     assert rows_in == len(kept) + len(rejected), "every row is kept or rejected"
     summary = {"rows_in": rows_in, "kept": len(kept), "rejected": len(rejected), "rejected_by_reason": dict(sorted(by_reason.items())),
