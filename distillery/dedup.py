@@ -18,14 +18,12 @@ from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
-from datasketch.storage import UnorderedStorage
 
 from distillery.errors import DistilleryError
+from distillery.lsh import band_keys, candidate_pairs, lsh_params
 from distillery.minhash import encode_batch, permutations, signature_batch, signatures
 
 _CHUNK = 1 << 16  # signature rows per storage chunk
-_PAIR_ALL_UP_TO = 16  # buckets up to this size compare every pair; larger ones chain
 
 
 class DedupError(DistilleryError, ValueError):
@@ -60,59 +58,8 @@ def exact_key(text: str) -> bytes:
 
 
 def _band_key(data: bytes) -> bytes:
-    # 8 bytes per bucket key instead of r*8: a third of the LSH's memory at 1M rows.
+    """One band slice's bucket key, row by row (the Ray dedup's shuffle); `distillery.lsh` keys whole batches."""
     return hashlib.blake2b(data, digest_size=8).digest()
-
-
-class CompactBuckets(UnorderedStorage):
-    """An LSH band table that stores a lone member as a bare key and only grows a
-    list on collision. datasketch's dict storage keeps a set per bucket (~270
-    bytes even for one member); most buckets hold one row, so this cuts the
-    LSH's memory by more than half at a million rows."""
-
-    def __init__(self):
-        self._dict: dict = {}
-
-    def keys(self):
-        return self._dict.keys()
-
-    def get(self, key):
-        value = self._dict.get(key)
-        return [] if value is None else (value if isinstance(value, list) else [value])
-
-    def insert(self, key, *vals, **kwargs):
-        for val in vals:
-            current = self._dict.get(key)
-            if current is None:
-                self._dict[key] = val
-            elif isinstance(current, list):
-                current.append(val)
-            else:
-                self._dict[key] = [current, val]
-
-    def remove(self, *keys, **kwargs):
-        for key in keys:
-            del self._dict[key]
-
-    def remove_val(self, key, val, **kwargs):
-        members = [m for m in self.get(key) if m != val]
-        if members:
-            self._dict[key] = members if len(members) > 1 else members[0]
-        else:
-            del self._dict[key]
-
-    def size(self):
-        return len(self._dict)
-
-    def itemcounts(self, **kwargs):
-        return {k: len(self.get(k)) for k in self._dict}
-
-    def has_key(self, key):
-        return key in self._dict
-
-    def groups(self):
-        """Buckets with more than one member."""
-        return (v for v in self._dict.values() if isinstance(v, list))
 
 
 @dataclass
@@ -133,9 +80,9 @@ class Deduplicator:
         self.params = params
         self.batch = batch
         self.a, self.b = permutations(params.num_perm, params.seed)
-        self.lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm, hashfunc=_band_key)
-        self.lsh.hashtables = [CompactBuckets() for _ in range(self.lsh.b)]
-        self._session = self.lsh.insertion_session(buffer_size=50_000)
+        self.bands, self.band_rows = lsh_params(params.threshold, params.num_perm)  # datasketch's split
+        self._keys: list[np.ndarray] = []  # per stored batch: its band keys (n, bands) ...
+        self._key_rows: list[np.ndarray] = []  # ... and the rows they belong to
         self.ids: list[str] = []
         self.scores: list[float | None] = []
         self._chunks: list[np.ndarray] = []
@@ -152,11 +99,19 @@ class Deduplicator:
         return self._chunks[i // _CHUNK][i % _CHUNK]
 
     def _store(self, sigs: np.ndarray, rows: Sequence[int]) -> None:
-        for sig, i in zip(sigs, rows):
-            while i // _CHUNK >= len(self._chunks):
-                self._chunks.append(np.zeros((_CHUNK, self.params.num_perm), dtype=np.uint32))
-            self._chunks[i // _CHUNK][i % _CHUNK] = sig
-            self._session.insert(i, LeanMinHash(seed=self.params.seed, hashvalues=sig))
+        """Keep a batch's signatures and its LSH band keys, computed for the whole batch at once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return
+        sigs = np.asarray(sigs, dtype=np.uint32)
+        while int(rows.max()) // _CHUNK >= len(self._chunks):
+            self._chunks.append(np.zeros((_CHUNK, self.params.num_perm), dtype=np.uint32))
+        chunk = rows // _CHUNK
+        for c in np.unique(chunk):
+            here = chunk == c
+            self._chunks[c][rows[here] % _CHUNK] = sigs[here]
+        self._keys.append(band_keys(sigs, self.bands, self.band_rows))
+        self._key_rows.append(rows)
 
     def add_index(self, ids: Sequence[str], keys: Sequence[bytes], sigs: np.ndarray) -> None:
         """Rows published by earlier builds: they win every cluster they join."""
@@ -217,30 +172,28 @@ class Deduplicator:
             self._store(np.asarray(sigs, dtype=np.uint32)[fresh], [start + o for o in fresh])
 
     def _candidate_pairs(self) -> np.ndarray:
-        pairs: list[tuple[int, int]] = []
-        for table in self.lsh.hashtables:
-            for members in table.groups():
-                members = sorted(members)
-                if len(members) <= _PAIR_ALL_UP_TO:
-                    pairs += [(x, y) for k, x in enumerate(members) for y in members[k + 1 :]]
-                else:
-                    pairs += list(zip(members, members[1:]))
-        if not pairs:
+        if not self._keys:
             return np.zeros((0, 2), dtype=np.int64)
-        return np.unique(np.array(pairs, dtype=np.int64), axis=0)
+        return candidate_pairs(np.concatenate(self._keys), np.concatenate(self._key_rows))
+
+    def signatures_of(self, rows: np.ndarray) -> np.ndarray:
+        """The stored signatures of many rows, gathered a chunk at a time."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.params.num_perm), dtype=np.uint32)
+        chunk = rows // _CHUNK
+        for c in np.unique(chunk):
+            here = chunk == c
+            out[here] = self._chunks[c][rows[here] % _CHUNK]
+        return out
 
     def _similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         out = np.empty(len(left), dtype=np.float64)
-        for s in range(0, len(left), 4096):
-            l = np.stack([self.signature(i) for i in left[s : s + 4096]])
-            r = np.stack([self.signature(i) for i in right[s : s + 4096]])
-            out[s : s + 4096] = (l == r).mean(axis=1)
+        for s in range(0, len(left), 65536):
+            out[s : s + 65536] = (self.signatures_of(left[s : s + 65536]) == self.signatures_of(right[s : s + 65536])).mean(axis=1)
         return out
 
     def near_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Candidate pairs whose estimated Jaccard reaches the threshold, and that estimate."""
-        self._session.close()
-        self._session = self.lsh.insertion_session(buffer_size=50_000)
         pairs = self._candidate_pairs()
         sims = self._similarity(pairs[:, 0], pairs[:, 1]) if len(pairs) else np.zeros(0)
         keep = sims >= self.params.threshold

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHashLSH
 
-from distillery.dedup import _PAIR_ALL_UP_TO, DedupParams, DedupResult, _band_key, dedup_verdict, find_root, join
+from distillery.dedup import DedupParams, DedupResult, _band_key, dedup_verdict, find_root, join
+from distillery.lsh import PAIR_ALL_UP_TO as _PAIR_ALL_UP_TO
 from distillery.stages.dedup import signature_matrix
 
 EXACT_SCHEMA = pa.schema([pa.field("exact_key", pa.binary(16)), pa.field("position", pa.int64())])

@@ -107,13 +107,22 @@ def test_nothing_duplicated_and_nothing_at_all():
     assert shuffle_dedup([], PARAMS, "prompt") == find_duplicates([], PARAMS, "prompt")
 
 
+def buckets(pairs) -> set[frozenset]:
+    """The rows grouped by their bucket key: the partition, whatever hash made the keys."""
+    groups: dict = {}
+    for key, row in pairs:
+        groups.setdefault(key, set()).add(row)
+    return {frozenset(g) for g in groups.values()}
+
+
 def test_bands_make_the_local_lsh_buckets(tables):
     dedup = Deduplicator(PARAMS)
     for t in tables:
         dedup.add_prepared(t.column("id").to_pylist(), t.column("exact_key").to_pylist(), signature_matrix(t, PARAMS.num_perm),
                            t.column("invalid").to_pylist(), t.column("score").to_pylist())
-    assert bands(PARAMS) == [tuple(r) for r in dedup.lsh.hashranges]
-    assert max(len(g) for table in dedup.lsh.hashtables for g in table.groups()) > 16
+    assert bands(PARAMS) == [(i * dedup.band_rows, (i + 1) * dedup.band_rows) for i in range(dedup.bands)]
+    keys, rows = np.concatenate(dedup._keys), np.concatenate(dedup._key_rows)
+    assert max(np.unique(keys[:, band], return_counts=True)[1].max() for band in range(dedup.bands)) > 16
     starts = np.cumsum([0, *(len(t) for t in tables)]).tolist()
     keyed = [map_exact(t, s, 3)[0] for t, s in zip(tables, starts)]
     exact = np.concatenate([reduce_exact([shard[p] for shard in keyed]) for p in range(3)])
@@ -121,8 +130,8 @@ def test_bands_make_the_local_lsh_buckets(tables):
     not_fresh = exact[:, 0]
     parts = [map_bands(t, s, 3, PARAMS, not_fresh) for t, s in zip(tables, starts)]
     entries = pa.concat_tables([p for shard in parts for p in shard]).to_pylist()
-    for band, table in enumerate(dedup.lsh.hashtables):  # the same keys, holding the same rows
-        assert {(e["key"], e["position"]) for e in entries if e["band"] == band} == {(k, m) for k in table.keys() for m in table.get(k)}
+    for band in range(dedup.bands):  # the same buckets (keys of another hash), holding the same rows
+        assert buckets((e["key"], e["position"]) for e in entries if e["band"] == band) == buckets(zip(keys[:, band].tolist(), rows.tolist()))
     pairs = np.unique(np.concatenate([reduce_bands([shard[p] for shard in parts]) for p in range(3)]), axis=0)
     assert np.array_equal(pairs, dedup._candidate_pairs())
 
