@@ -1,29 +1,36 @@
 """Exact and MinHash-LSH near-duplicate removal, streaming. Pure logic.
 
-Rows arrive in batches (`Deduplicator.add`); only ids, an exact-text key and
-a uint32 signature per row are kept, so memory grows with the row count, not
-with the text. `finish()` turns LSH buckets into candidate pairs, keeps the
-pairs whose estimated Jaccard reaches the threshold, joins them (and exact
-matches) into clusters by connected components, and picks one representative
-per cluster: a row already in the cross-run index, else the highest judge
-score, else the smallest id.
+Rows arrive in batches (`Deduplicator.add`), their texts as one Arrow string column:
+exact keys (`distillery.exact`), signatures and LSH band keys are computed for the whole
+batch in compiled passes over its UTF-8 buffer, and only ids, scores, exact keys, a
+uint32 signature and the band keys are kept per row, so memory grows with the row count,
+not with the text. `finish()` groups exact keys by sorting, turns LSH buckets into
+candidate pairs (`distillery.lsh`), keeps the pairs whose estimated Jaccard reaches the
+threshold, joins them (and exact matches) into clusters by connected components, and
+picks one representative per cluster: a row already in the cross-run index, else the
+highest judge score, else the smallest id. Every step after `add` works on arrays.
 """
 
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
 
 import numpy as np
+import pyarrow as pa
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from distillery.errors import DistilleryError
+from distillery.exact import exact_key, exact_keys, keys_from_arrow, keys_from_bytes, keys_to_bytes, normalize
 from distillery.lsh import band_keys, candidate_pairs, lsh_params
-from distillery.minhash import encode_batch, permutations, signature_batch, signatures
+from distillery.minhash import _signatures, permutations
 
 _CHUNK = 1 << 16  # signature rows per storage chunk
+_SIG_BATCH = 1024  # documents per call of the signature kernel
+
+__all__ = ["DedupParams", "Deduplicator", "DedupResult", "exact_key", "normalize", "prepare", "text_column"]
 
 
 class DedupError(DistilleryError, ValueError):
@@ -46,27 +53,69 @@ class DedupParams:
             raise DedupError(f"dedup index {where} was built with different settings ({diff}); use matching settings or a new index")
 
 
-def normalize(text: str) -> str:
-    """Case-fold, NFKC and collapse whitespace: the text compared for exact dedup."""
-    # str.split() with no argument splits on runs of Unicode whitespace, like
-    # \s+, at a tenth of the regex's cost.
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def exact_key(text: str) -> bytes:
-    return hashlib.blake2b(normalize(text).encode("utf-8", "replace"), digest_size=16).digest()
-
-
 def _band_key(data: bytes) -> bytes:
     """One band slice's bucket key, row by row (the Ray dedup's shuffle); `distillery.lsh` keys whole batches."""
     return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def text_column(texts) -> tuple[pa.LargeStringArray, int]:
+    """Texts as one Arrow large_string array (None: null), and how many held characters UTF-8
+    cannot encode (lone surrogates, e.g. from a JSON escape), which are replaced."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if isinstance(texts, pa.Array):
+        return (texts if texts.type == pa.large_string() else texts.cast(pa.large_string())), 0
+    try:
+        return pa.array(texts, pa.large_string()), 0
+    except (pa.ArrowException, UnicodeError):
+        fixed, replaced = [], 0
+        for t in texts:
+            try:
+                t is None or t.encode("utf-8")
+            except UnicodeEncodeError:
+                t = t.encode("utf-8", "replace").decode("utf-8")
+                replaced += 1
+            fixed.append(t)
+        return pa.array(fixed, pa.large_string()), replaced
+
+
+def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, int64 offsets of each text into them, validity) of a large_string array, zero-copy."""
+    _, offsets, data = arr.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    buf = np.frombuffer(data, dtype=np.uint8) if data is not None and data.size else np.zeros(1, np.uint8)
+    valid = np.ones(len(arr), dtype=np.bool_) if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
+    return buf, offsets, valid
+
+
+def prepare(texts, params: DedupParams, perms: tuple[np.ndarray, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray, list[str | None], int]:
+    """Per text (a list of str/None or an Arrow string column): exact key (uint64 (n, 2)),
+    signature (uint32 (n, num_perm)) and why it cannot be compared (missing_field /
+    empty_field, else None); and the count of characters UTF-8 could not encode."""
+    column, replaced = text_column(texts)
+    buf, offsets, valid = _buffers(column)
+    keys, blank = exact_keys(buf, offsets, valid)
+    a, b = perms or permutations(params.num_perm, params.seed)
+    n = len(column)
+    sigs = np.empty((n, params.num_perm), dtype=np.uint32)
+    scratch = np.empty((min(n, _SIG_BATCH), params.num_perm), dtype=np.uint64)
+    for s in range(0, n, _SIG_BATCH):
+        out = scratch[: min(_SIG_BATCH, n - s)]
+        _signatures(buf, offsets[s : s + len(out) + 1], params.ngram, params.shingle == "char", a, b, out)
+        sigs[s : s + len(out)] = out
+    invalid: list[str | None] = [None] * n
+    if not valid.all() or blank.any():
+        for i in np.flatnonzero(~valid | blank).tolist():
+            invalid[i] = "missing_field" if not valid[i] else "empty_field"
+    return keys, sigs, invalid, replaced
 
 
 @dataclass
 class DedupResult:
     ids: list[str]
     representative: np.ndarray  # per row: index of its cluster's representative
-    reason: list[str | None]  # None kept; else exact_duplicate / near_duplicate / missing_field / empty_field
+    reason: list[str | None]  # per row: None kept; else exact_duplicate / near_duplicate / missing_field / empty_field
     similarity: np.ndarray  # estimated Jaccard with the representative (1.0 for exact)
     n_index: int  # the first n_index rows came from the index
     non_utf8_replaced: int
@@ -78,19 +127,17 @@ class DedupResult:
 class Deduplicator:
     def __init__(self, params: DedupParams, batch: int = 64):
         self.params = params
-        self.batch = batch
-        self.a, self.b = permutations(params.num_perm, params.seed)
+        self.perms = permutations(params.num_perm, params.seed)
         self.bands, self.band_rows = lsh_params(params.threshold, params.num_perm)  # datasketch's split
-        self._keys: list[np.ndarray] = []  # per stored batch: its band keys (n, bands) ...
-        self._key_rows: list[np.ndarray] = []  # ... and the rows they belong to
         self.ids: list[str] = []
-        self.scores: list[float | None] = []
-        self._chunks: list[np.ndarray] = []
-        self._exact: dict[bytes, int] = {}
-        self._exact_of: dict[int, int] = {}
+        self._scores: list[np.ndarray] = []  # per added batch (contiguous rows): float64, NaN for none
+        self._exact: list[np.ndarray] = []  # ... its exact keys, uint64 (n, 2)
+        self._bands: list[np.ndarray] = []  # ... its band keys, uint64 (n, bands)
+        self._chunks: list[np.ndarray] = []  # signatures, _CHUNK rows each
         self._invalid: dict[int, str] = {}
         self.n_index = 0
         self.non_utf8_replaced = 0
+        self._exact_root: np.ndarray | None = None  # after finish(): each row's first row with the same key
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,83 +145,48 @@ class Deduplicator:
     def signature(self, i: int) -> np.ndarray:
         return self._chunks[i // _CHUNK][i % _CHUNK]
 
-    def _store(self, sigs: np.ndarray, rows: Sequence[int]) -> None:
-        """Keep a batch's signatures and its LSH band keys, computed for the whole batch at once."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if not len(rows):
-            return
+    def _append(self, ids: Sequence[str], keys: np.ndarray, sigs: np.ndarray, invalid: Sequence[str | None] | None,
+                scores: Sequence[float | None] | None) -> None:
+        start, n = len(self.ids), len(ids)
+        if len(keys) != n or len(sigs) != n:
+            raise DedupError(f"{n} ids but {len(keys)} exact keys and {len(sigs)} signatures")
+        self.ids.extend(ids)
+        self._scores.append(np.full(n, np.nan) if scores is None else
+                            np.array([np.nan if s is None else s for s in scores], dtype=np.float64))
+        self._exact.append(np.asarray(keys, dtype=np.uint64).reshape(n, 2))
         sigs = np.asarray(sigs, dtype=np.uint32)
-        while int(rows.max()) // _CHUNK >= len(self._chunks):
-            self._chunks.append(np.zeros((_CHUNK, self.params.num_perm), dtype=np.uint32))
-        chunk = rows // _CHUNK
-        for c in np.unique(chunk):
-            here = chunk == c
-            self._chunks[c][rows[here] % _CHUNK] = sigs[here]
-        self._keys.append(band_keys(sigs, self.bands, self.band_rows))
-        self._key_rows.append(rows)
+        self._bands.append(band_keys(sigs, self.bands, self.band_rows))
+        for offset, why in enumerate(invalid or ()):
+            if why is not None:
+                self._invalid[start + offset] = why
+        written = 0
+        while written < n:
+            row = start + written
+            while row // _CHUNK >= len(self._chunks):
+                self._chunks.append(np.empty((_CHUNK, self.params.num_perm), dtype=np.uint32))
+            take = min(n - written, _CHUNK - row % _CHUNK)
+            self._chunks[row // _CHUNK][row % _CHUNK : row % _CHUNK + take] = sigs[written : written + take]
+            written += take
 
-    def add_index(self, ids: Sequence[str], keys: Sequence[bytes], sigs: np.ndarray) -> None:
+    def add_index(self, ids: Sequence[str], keys, sigs: np.ndarray) -> None:
         """Rows published by earlier builds: they win every cluster they join."""
         if len(self.ids) != self.n_index:
             raise DedupError("load the dedup index before adding new rows")
-        start = len(self.ids)
-        self.ids.extend(ids)
-        self.scores.extend([None] * len(ids))
-        for offset, key in enumerate(keys):
-            self._exact.setdefault(bytes(key), start + offset)
-        self._store(sigs, range(start, start + len(ids)))
+        self._append(ids, _as_keys(keys), sigs, None, None)
         self.n_index = len(self.ids)
 
-    def add(self, ids: Sequence[str], texts: Sequence[str | None], scores: Sequence[float | None] | None = None) -> None:
-        """Add a batch; rows with a missing or empty text are marked, never dropped."""
-        start = len(self.ids)
-        self.ids.extend(ids)
-        self.scores.extend(scores if scores is not None else [None] * len(ids))
-        fresh_rows, fresh_texts = [], []
-        for offset, text in enumerate(texts):
-            i = start + offset
-            if text is None:
-                self._invalid[i] = "missing_field"
-            elif not text.strip():
-                self._invalid[i] = "empty_field"
-            else:
-                first = self._exact.setdefault(exact_key(text), i)
-                if first != i:
-                    self._exact_of[i] = first
-                else:
-                    fresh_rows.append(i)
-                    fresh_texts.append(text)
-        for s in range(0, len(fresh_texts), self.batch):
-            buf, offsets, replaced = encode_batch(fresh_texts[s : s + self.batch])
-            self.non_utf8_replaced += replaced
-            sigs = signature_batch(buf, offsets, self.params.ngram, self.params.shingle, self.a, self.b)
-            self._store(sigs.astype(np.uint32), fresh_rows[s : s + self.batch])
+    def add(self, ids: Sequence[str], texts, scores: Sequence[float | None] | None = None) -> None:
+        """Add a batch (texts: a list of str/None or an Arrow string column); rows with a
+        missing or empty text are marked, never dropped."""
+        keys, sigs, invalid, replaced = prepare(texts, self.params, self.perms)
+        self.non_utf8_replaced += replaced
+        self._append(ids, keys, sigs, invalid, scores)
 
-    def add_prepared(self, ids: Sequence[str], keys: Sequence[bytes | None], sigs: np.ndarray,
+    def add_prepared(self, ids: Sequence[str], keys, sigs: np.ndarray,
                      invalid: Sequence[str | None], scores: Sequence[float | None] | None = None) -> None:
         """`add` for rows whose exact keys and signatures were computed elsewhere (`prepare`,
         a shard at a time): the same result as `add` on their texts, in the same order."""
-        start = len(self.ids)
-        self.ids.extend(ids)
-        self.scores.extend(scores if scores is not None else [None] * len(ids))
-        fresh = []
-        for offset, (key, why) in enumerate(zip(keys, invalid)):
-            i = start + offset
-            if why is not None:
-                self._invalid[i] = why
-                continue
-            first = self._exact.setdefault(bytes(key), i)
-            if first != i:
-                self._exact_of[i] = first
-            else:
-                fresh.append(offset)
-        if fresh:
-            self._store(np.asarray(sigs, dtype=np.uint32)[fresh], [start + o for o in fresh])
-
-    def _candidate_pairs(self) -> np.ndarray:
-        if not self._keys:
-            return np.zeros((0, 2), dtype=np.int64)
-        return candidate_pairs(np.concatenate(self._keys), np.concatenate(self._key_rows))
+        self._append(ids, _as_keys(keys), sigs, invalid, scores)
 
     def signatures_of(self, rows: np.ndarray) -> np.ndarray:
         """The stored signatures of many rows, gathered a chunk at a time."""
@@ -192,57 +204,92 @@ class Deduplicator:
             out[s : s + 65536] = (self.signatures_of(left[s : s + 65536]) == self.signatures_of(right[s : s + 65536])).mean(axis=1)
         return out
 
-    def near_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate pairs whose estimated Jaccard reaches the threshold, and that estimate."""
-        pairs = self._candidate_pairs()
+    def _valid(self) -> np.ndarray:
+        valid = np.ones(len(self.ids), dtype=np.bool_)
+        if self._invalid:
+            valid[np.fromiter(self._invalid, dtype=np.int64)] = False
+        return valid
+
+    def exact_roots(self) -> np.ndarray:
+        """Per row: the first row with the same exact key (itself for the first, and for rows
+        without a text)."""
+        n = len(self.ids)
+        roots = np.arange(n)
+        if not n:
+            return roots
+        keys = np.concatenate(self._exact)
+        rows = np.flatnonzero(self._valid())
+        order = np.lexsort((rows, keys[rows, 1], keys[rows, 0]))
+        k, r = keys[rows[order]], rows[order]
+        first = np.r_[True, (k[1:] != k[:-1]).any(axis=1)]
+        roots[r] = r[first][np.cumsum(first) - 1]
+        return roots
+
+    def lsh_rows(self, roots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The rows LSH compares (valid exact roots) and their band keys, uint64 (m, bands)."""
+        roots = self.exact_roots() if roots is None else roots
+        if not self.ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.bands), dtype=np.uint64)
+        rows = np.flatnonzero(self._valid() & (roots == np.arange(len(roots))))
+        return rows, np.concatenate(self._bands)[rows]
+
+    def candidates(self, roots: np.ndarray | None = None) -> np.ndarray:
+        """LSH candidate pairs (i < j), unique and sorted."""
+        rows, keys = self.lsh_rows(roots)
+        return candidate_pairs(keys, rows)
+
+    def near_pairs(self, roots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate pairs among exact roots whose estimated Jaccard reaches the threshold, and that estimate."""
+        pairs = self.candidates(roots)
         sims = self._similarity(pairs[:, 0], pairs[:, 1]) if len(pairs) else np.zeros(0)
         keep = sims >= self.params.threshold
         return pairs[keep], sims[keep]
 
-    def _rank(self, i: int) -> tuple:
-        score = self.scores[i]
-        return (i >= self.n_index, -(score if score is not None else float("-inf")), self.ids[i])
-
     def finish(self) -> DedupResult:
         n = len(self.ids)
-        parent = np.arange(n)
-        find = partial(find_root, parent)
-
-        pairs, sims = self.near_pairs()
-        edges = [*pairs.tolist(), *self._exact_of.items()]
-        for x, y in edges:
-            join(parent, x, y)
-        # Only rows on an edge can share a cluster; everyone else represents itself.
-        members: dict[int, list[int]] = {}
-        for i in {v for edge in edges for v in edge}:
-            members.setdefault(find(i), []).append(i)
+        roots = self._exact_root = self.exact_roots()
+        pairs, _ = self.near_pairs(roots)
+        dup = np.flatnonzero(roots != np.arange(n))
+        edges = np.concatenate([pairs, np.stack([dup, roots[dup]], axis=1)]).astype(np.int64)
         rep = np.arange(n)
-        for group in members.values():
-            rep[group] = min(group, key=self._rank)
-        sim_of = {(min(x, y), max(x, y)): s for (x, y), s in zip(pairs.tolist(), sims.tolist())}
-        reason: list[str | None] = [None] * n
+        if len(edges):
+            graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+            _, label = connected_components(graph, directed=False)
+            members = np.unique(edges)  # only rows on an edge can share a cluster
+            scores = np.concatenate(self._scores)[members]
+            ids = np.array([self.ids[i] for i in members.tolist()], dtype=object)
+            id_rank = np.empty(len(members), dtype=np.int64)
+            id_rank[np.argsort(ids, kind="stable")] = np.arange(len(members))
+            # best first: an index row, then the highest score (none last), then the smallest id
+            order = np.lexsort((id_rank, np.where(np.isnan(scores), np.inf, -scores), members >= self.n_index, label[members]))
+            lab = label[members[order]]
+            first = np.r_[True, lab[1:] != lab[:-1]]
+            best = members[order][first][np.cumsum(first) - 1]
+            rep[members[order]] = best
+        reason = np.full(n, None, dtype=object)
         similarity = np.ones(n)
-        for i in range(n):
-            if i in self._invalid:
-                reason[i] = self._invalid[i]
-            elif rep[i] != i:
-                same_text = self._exact_root(i) == self._exact_root(rep[i])
-                reason[i] = "exact_duplicate" if same_text else "near_duplicate"
-                similarity[i] = 1.0 if same_text else sim_of.get((min(i, rep[i]), max(i, rep[i])), self._estimate(i, rep[i]))
-        return DedupResult(self.ids, rep, reason, similarity, self.n_index, self.non_utf8_replaced)
+        moved = np.flatnonzero(rep != np.arange(n))
+        same_text = roots[moved] == roots[rep[moved]]
+        reason[moved] = np.where(same_text, "exact_duplicate", "near_duplicate")
+        near = moved[~same_text]
+        similarity[near] = self._similarity(roots[near], roots[rep[near]]) if len(near) else 0.0
+        for i, why in self._invalid.items():
+            reason[i] = why
+        return DedupResult(self.ids, rep, reason.tolist(), similarity, self.n_index, self.non_utf8_replaced)
 
     def export(self, rows: Sequence[int]) -> tuple[list[str], list[bytes], np.ndarray]:
-        """(ids, exact keys, signatures) of some rows, for adding them to an index."""
-        key_of = {first: key for key, first in self._exact.items()}
-        roots = [self._exact_root(i) for i in rows]
-        sigs = np.stack([self.signature(r) for r in roots]) if rows else np.zeros((0, self.params.num_perm), np.uint32)
-        return [self.ids[i] for i in rows], [key_of[r] for r in roots], sigs
+        """(ids, exact keys, signatures) of some rows, for adding them to an index (after finish)."""
+        roots = (self._exact_root if self._exact_root is not None else self.exact_roots())[np.asarray(rows, dtype=np.int64)]
+        keys = np.concatenate(self._exact)[roots] if len(roots) else np.zeros((0, 2), np.uint64)
+        return [self.ids[i] for i in rows], keys_to_bytes(keys), self.signatures_of(roots)
 
-    def _exact_root(self, i: int) -> int:
-        return self._exact_of.get(i, i)
 
-    def _estimate(self, i: int, j: int) -> float:
-        return float((self.signature(self._exact_root(i)) == self.signature(self._exact_root(j))).mean())
+def _as_keys(keys) -> np.ndarray:
+    if isinstance(keys, np.ndarray) and keys.dtype == np.uint64:
+        return keys
+    if isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        return keys_from_arrow(keys)
+    return keys_from_bytes(keys)
 
 
 def find_root(parent: np.ndarray, x: int) -> int:
@@ -262,37 +309,10 @@ def join(parent: np.ndarray, x: int, y: int) -> None:
         parent[max(rx, ry)] = min(rx, ry)
 
 
-def prepare(texts: Sequence[str | None], params: DedupParams, batch: int = 64
-            ) -> tuple[list[bytes | None], np.ndarray, list[str | None], int]:
-    """Per text: exact key, signature and why it cannot be compared (missing/empty), and
-    the count of non-UTF-8 characters replaced. For `Deduplicator.add_prepared`."""
-    a, b = permutations(params.num_perm, params.seed)
-    keys: list[bytes | None] = [None] * len(texts)
-    invalid: list[str | None] = [None] * len(texts)
-    sigs = np.zeros((len(texts), params.num_perm), dtype=np.uint32)
-    valid = []
-    for i, text in enumerate(texts):
-        if text is None:
-            invalid[i] = "missing_field"
-        elif not text.strip():
-            invalid[i] = "empty_field"
-        else:
-            keys[i] = exact_key(text)
-            valid.append(i)
-    replaced = 0
-    for s in range(0, len(valid), batch):
-        rows = valid[s : s + batch]
-        buf, offsets, bad = encode_batch([texts[i] for i in rows])
-        replaced += bad
-        sigs[rows] = signature_batch(buf, offsets, params.ngram, params.shingle, a, b).astype(np.uint32)
-    return keys, sigs, invalid, replaced
-
-
 def index_entries(ids: Sequence[str], texts: Sequence[str], params: DedupParams) -> tuple[list[str], list[bytes], np.ndarray]:
     """(ids, exact keys, signatures) computed from text, for rows to publish in an index."""
-    a, b = permutations(params.num_perm, params.seed)
-    sigs = signatures(list(texts), params.ngram, a, b, params.shingle).astype(np.uint32)
-    return list(ids), [exact_key(t) for t in texts], sigs
+    keys, sigs, _, _ = prepare(list(texts), params)
+    return list(ids), keys_to_bytes(keys), sigs
 
 
 def dedup_text(row: dict, field: str) -> str | None:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillery.dedup import DedupError, DedupParams
+from distillery.exact import keys_from_arrow
 
 META = "index.json"
 FORMAT = "distillery-dedup-index/1"
@@ -41,10 +42,10 @@ def encode_part(ids: list[str], keys: list[bytes], sigs: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_part(data: bytes, num_perm: int) -> tuple[list[str], list[bytes], np.ndarray]:
+def decode_part(data: bytes, num_perm: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     table = pq.read_table(io.BytesIO(data))
     sigs = table.column("signature").combine_chunks().flatten().to_numpy().reshape(-1, num_perm)
-    return table.column("id").to_pylist(), table.column("exact_key").to_pylist(), sigs
+    return table.column("id").to_pylist(), keys_from_arrow(table.column("exact_key")), sigs
 
 
 def new_meta(params: DedupParams, datasketch_version: str) -> dict:

@@ -136,7 +136,7 @@ def _bucket_pairs(members: list[int]) -> list[tuple[int, int]]:
 
 def reduce_bands(parts: Sequence[pa.Table]) -> np.ndarray:
     """One partition's bucket entries from every shard -> its candidate pairs, by
-    `Deduplicator._candidate_pairs`' rule, unique and sorted."""
+    `Deduplicator.candidates`' rule, unique and sorted."""
     if not parts or not sum(len(p) for p in parts):
         return _NO_PAIRS
     table = pa.concat_tables(parts)
@@ -194,20 +194,18 @@ def verify(pairs: np.ndarray, rows: EdgeRows, threshold: float) -> tuple[np.ndar
 
 def representatives(near: np.ndarray, exact: np.ndarray, rows: EdgeRows) -> np.ndarray:
     """Per row of `rows`, the position of its cluster's representative: the highest
-    score, then the smallest id, as `Deduplicator.finish` picks it (no index rows here)."""
+    score, then the smallest id, then the first in the build, as `Deduplicator.finish` picks it (no index rows here)."""
     index = {p: k for k, p in enumerate(rows.positions.tolist())}
     edges = [*near.tolist(), *exact.tolist()]
     parent = np.arange(len(index))
     for x, y in edges:
         join(parent, index[x], index[y])
-    # Rows that rank equal (same score and id) go to the first one min() sees, so visit
-    # them in finish()'s order: a set of the same ints added in the same order iterates alike.
     members: dict[int, list[int]] = {}
     for i in {v for edge in edges for v in edge}:
         members.setdefault(find_root(parent, index[i]), []).append(i)
     rep = rows.positions.copy()
-    for group in members.values():
-        best = min(group, key=lambda i: _rank(rows, index[i]))
+    for group in members.values():  # rows that rank equal (same score and id): the first in the build
+        best = min(group, key=lambda i: (*_rank(rows, index[i]), i))
         rep[[index[i] for i in group]] = best
     return rep
 

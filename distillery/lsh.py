@@ -1,8 +1,8 @@
-"""MinHash LSH on whole signature matrices at once. Pure logic (numpy and datasketch's parameters).
+"""MinHash LSH on whole signature matrices at once. Pure logic (numpy, numba, datasketch's parameters).
 
 datasketch's `MinHashLSH` hashes each row's band slices one Python call at a time and keeps a
 dict per band; at a million rows that is most of a dedup's time. Here the band keys of a whole
-batch are computed with numpy (one 64-bit key per row and band), buckets are runs of equal keys
+batch are computed in one compiled pass (one 64-bit key per row and band), buckets are runs of equal keys
 after a sort, and candidate pairs come out of those runs as arrays. The band/row split is
 datasketch's own `_optimal_param`, so a threshold means what it means there; two rows share a
 bucket exactly when their band slices are equal (up to a 64-bit hash collision, about one in
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from datasketch.lsh import _optimal_param
+from numba import njit
 
 PAIR_ALL_UP_TO = 16  # buckets up to this size give every pair; larger ones are chained in row order
 
@@ -27,32 +28,37 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer: every input bit reaches every output bit."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * _M1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _M2
-    return h ^ (h >> np.uint64(31))
+@njit(cache=True, nogil=True)
+def _band_keys(sigs, bands, rows, out):
+    for i in range(sigs.shape[0]):
+        for band in range(bands):
+            h = np.uint64(band + 1) * _MUL
+            for j in range(rows):
+                h ^= np.uint64(sigs[i, band * rows + j])
+                h ^= h >> np.uint64(30)  # splitmix64's finalizer: every input bit reaches every output bit
+                h *= _M1
+                h ^= h >> np.uint64(27)
+                h *= _M2
+                h ^= h >> np.uint64(31)
+            out[i, band] = h
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """uint64 (n, bands): band i's key hashes signature columns [i*rows, (i+1)*rows), as datasketch's
     hashranges slice them; equal slices give equal keys, the band index is part of the key."""
-    n = len(sigs)
-    x = np.ascontiguousarray(sigs[:, : bands * rows], dtype=np.uint32).reshape(n, bands, rows).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        h = np.broadcast_to((np.arange(bands, dtype=np.uint64) + np.uint64(1)) * _MUL, (n, bands)).copy()
-        for j in range(rows):
-            h = _mix(h ^ x[:, :, j])
-    return h
+    out = np.empty((len(sigs), bands), dtype=np.uint64)
+    _band_keys(np.ascontiguousarray(sigs, dtype=np.uint32), bands, rows, out)
+    return out
 
 
 def bucket_pairs(keys: np.ndarray, row_ids: np.ndarray | None = None) -> np.ndarray:
     """Candidate pairs (i < j, int64 (m, 2), unique, sorted) from one band's keys: every pair in a
     bucket of up to PAIR_ALL_UP_TO rows, consecutive rows (in row order) in a larger one."""
     ids = np.arange(len(keys), dtype=np.int64) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
-    order = np.lexsort((ids, keys))
+    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+        order = np.argsort(keys, kind="stable")  # rows already in order: a stable sort keeps it within a bucket
+    else:
+        order = np.lexsort((ids, keys))
     k, r = keys[order], ids[order]
     if len(k) < 2:
         return np.zeros((0, 2), dtype=np.int64)

@@ -121,19 +121,21 @@ def test_bands_make_the_local_lsh_buckets(tables):
         dedup.add_prepared(t.column("id").to_pylist(), t.column("exact_key").to_pylist(), signature_matrix(t, PARAMS.num_perm),
                            t.column("invalid").to_pylist(), t.column("score").to_pylist())
     assert bands(PARAMS) == [(i * dedup.band_rows, (i + 1) * dedup.band_rows) for i in range(dedup.bands)]
-    keys, rows = np.concatenate(dedup._keys), np.concatenate(dedup._key_rows)
+    roots = dedup.exact_roots()
+    rows, keys = dedup.lsh_rows(roots)
     assert max(np.unique(keys[:, band], return_counts=True)[1].max() for band in range(dedup.bands)) > 16
     starts = np.cumsum([0, *(len(t) for t in tables)]).tolist()
     keyed = [map_exact(t, s, 3)[0] for t, s in zip(tables, starts)]
     exact = np.concatenate([reduce_exact([shard[p] for shard in keyed]) for p in range(3)])
-    assert sorted(map(tuple, exact.tolist())) == list(dedup._exact_of.items())  # the first occurrence wins
+    copies = np.flatnonzero(roots != np.arange(len(roots)))
+    assert sorted(map(tuple, exact.tolist())) == list(zip(copies.tolist(), roots[copies].tolist()))  # the first occurrence wins
     not_fresh = exact[:, 0]
     parts = [map_bands(t, s, 3, PARAMS, not_fresh) for t, s in zip(tables, starts)]
     entries = pa.concat_tables([p for shard in parts for p in shard]).to_pylist()
     for band in range(dedup.bands):  # the same buckets (keys of another hash), holding the same rows
         assert buckets((e["key"], e["position"]) for e in entries if e["band"] == band) == buckets(zip(keys[:, band].tolist(), rows.tolist()))
     pairs = np.unique(np.concatenate([reduce_bands([shard[p] for shard in parts]) for p in range(3)]), axis=0)
-    assert np.array_equal(pairs, dedup._candidate_pairs())
+    assert np.array_equal(pairs, dedup.candidates(roots))
 
 
 def test_map_outputs_are_small_picklable_tables(tables):
@@ -143,14 +145,13 @@ def test_map_outputs_are_small_picklable_tables(tables):
 
 
 def test_rows_that_rank_equal_go_where_the_local_dedup_sends_them():
-    # Same text, id and score at positions 5 and 1027: finish() keeps the one its set of
-    # rows on an edge yields first, and for these two ints that is not the smaller.
+    # Same text, id and score at positions 5 and 1027: both dedups keep the first in the build.
     twin = {"id": "twin", "prompt": seed_text(read_seeds()[0]), "judge_score": 1.0}
     rows = [{"id": f"e{k}", "prompt": ""} for k in range(1028)]
     rows[5] = rows[1027] = twin
     tables = shard_tables(rows, [500, 528])
     expected = find_duplicates(tables, PARAMS, "prompt")
-    assert [(d["shard"], d["offset"]) for d in expected[0] if d["id"] == "twin"] == [(0, 5)]
+    assert [(d["shard"], d["offset"]) for d in expected[0] if d["id"] == "twin"] == [(1, 527)]
     for partitions in (1, 3):
         assert shuffle_dedup(tables, PARAMS, "prompt", partitions=partitions) == expected
 

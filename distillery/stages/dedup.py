@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from distillery.dedup import DedupParams, Deduplicator, dedup_text, dedup_verdict, prepare
+from distillery.exact import keys_to_arrow
 from distillery.stages.contract import ShardOutput
 
 
@@ -61,7 +62,7 @@ class Signatures:
         flat = pa.array(sigs.reshape(-1), pa.uint32())
         table = pa.table({
             "id": pa.array([row_id(r) for r in rows], pa.string()),
-            "exact_key": pa.array(keys, pa.binary(16)),
+            "exact_key": keys_to_arrow(keys, np.array([why is None for why in invalid], dtype=np.bool_)),
             "signature": pa.FixedSizeListArray.from_arrays(flat, self.params.num_perm),
             "invalid": pa.array(invalid, pa.string()),
             "score": pa.array([r.get("judge_score") for r in rows], pa.float32()),
@@ -83,7 +84,7 @@ def find_duplicates(tables: Iterable[pa.Table], params: DedupParams, field: str,
     where: list[tuple[int, int]] = []  # (shard, first row's position in the build)
     for shard, table in enumerate(tables):
         where.append((shard, len(dedup) - dedup.n_index))
-        dedup.add_prepared(table.column("id").to_pylist(), table.column("exact_key").to_pylist(),
+        dedup.add_prepared(table.column("id").to_pylist(), table.column("exact_key"),
                            signature_matrix(table, params.num_perm), table.column("invalid").to_pylist(),
                            table.column("score").to_pylist())
     result = dedup.finish()
