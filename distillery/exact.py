@@ -3,15 +3,17 @@
 A text's exact key is blake2b-128 of its normalized form: NFKC, case-folded, runs of
 whitespace collapsed to one space, trimmed (`normalize`). Row by row in Python that is
 ~30 us a document; here the texts of a batch arrive as one UTF-8 buffer with offsets
-(an Arrow string column's own buffers), and a compiled pass normalizes every ASCII-only
-text in place of Python: for ASCII, NFKC is the identity, case folding is lower-casing,
-and Python's whitespace is these ten bytes. Only texts with a non-ASCII byte take the
-Python path. The keys are the same bytes either way (`tests/test_exact.py`), so indexes
+(an Arrow string column's own buffers), and a compiled pass normalizes in place of Python
+every text whose characters NFKC maps one by one (ASCII, Latin letters, punctuation,
+CJK, fullwidth forms, ...: `_learn` says which), case-folding each from a table and
+collapsing whitespace. Only texts with a combining mark, a composing jamo or a
+character beyond the BMP take the Python path. The keys are the same bytes either way (`tests/test_exact.py`), so indexes
 built before stay valid.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 
@@ -33,35 +35,121 @@ def exact_key(text: str) -> bytes:
     return hashlib.blake2b(normalize(text).encode("utf-8", "replace"), digest_size=KEY_BYTES).digest()
 
 
+_SIMPLE, _SPACE, _OTHER, _UNSEEN = 0, 1, 2, 3  # what a BMP character is to the compiled path
+_SLOT = 16  # bytes of case-folded UTF-8 kept per character
+
+# Per BMP code point, learned the first time a text holds it (a corpus uses a few hundred).
+_KIND = np.full(0x10000, _UNSEEN, dtype=np.uint8)
+_FOLD = np.zeros((0x10000, _SLOT), dtype=np.uint8)
+_FOLD_LEN = np.zeros(0x10000, dtype=np.uint8)
+
+
+@functools.cache
+def _second_halves() -> frozenset[int]:
+    """Characters that compose with the one before them: second halves of canonical pairs
+    (their composites lie in planes 0 and 1), Hangul vowel and trailing jamo."""
+    second = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+    for cp in range(0x20000):
+        parts = unicodedata.decomposition(chr(cp)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            second.add(int(parts[1], 16))
+    return frozenset(second)
+
+
+def _stable(ch: str, second: frozenset[int]) -> bool:
+    """NFKC leaves ch alone wherever it stands among such characters: its own normal form,
+    a starter (combining class 0) that composes with nothing before it."""
+    return unicodedata.normalize("NFKC", ch) == ch and not unicodedata.combining(ch) and ord(ch) not in second
+
+
+def _learn(cps: np.ndarray) -> None:
+    """Fill the table for these code points.
+
+    SIMPLE: NFKC maps the character to stable characters (`_stable`) and no whitespace; then
+    NFKC of a text made of such characters and whitespace is the characters' NFKC one by one
+    (nothing composes, nothing reorders), and case folding is per character, so the slot
+    holds casefold(NFKC(ch)). SPACE: whitespace that NFKC keeps whitespace (U+00A0, U+3000).
+    OTHER (combining marks, jamo, surrogates, a fold over 16 bytes): the text goes to Python."""
+    second = _second_halves()
+    for cp in cps.tolist():
+        kind = _OTHER
+        if not 0xD800 <= cp <= 0xDFFF:
+            ch = chr(cp)
+            nfkc = unicodedata.normalize("NFKC", ch)
+            if ch.isspace() and nfkc and all(c.isspace() for c in nfkc) and not unicodedata.combining(ch):
+                kind = _SPACE
+            elif (nfkc and not unicodedata.combining(ch) and cp not in second and not any(c.isspace() for c in nfkc)
+                  and all(_stable(c, second) for c in nfkc)):
+                folded = nfkc.casefold().encode("utf-8")
+                if len(folded) <= _SLOT:
+                    kind = _SIMPLE
+                    _FOLD[cp, : len(folded)] = np.frombuffer(folded, dtype=np.uint8)
+                    _FOLD_LEN[cp] = len(folded)
+        _KIND[cp] = kind
+
+
 @njit(cache=True, nogil=True)
-def _ascii_normalize(buf, offsets, out, out_offsets, is_ascii):
-    """Per text: is it ASCII; if so its normalized bytes into out[out_offsets[d]:out_offsets[d+1]]."""
+def _fast_normalize(buf, offsets, kind, fold, fold_len, out, out_offsets, status, unseen):
+    """Per text: status 0 normalized here, its bytes in out[out_offsets[d]:out_offsets[d+1]];
+    1 for Python; 2 holds a character the table has not learned (marked in unseen)."""
     pos = 0
+    limit = out.shape[0]
     for d in range(offsets.shape[0] - 1):
         start, stop = offsets[d], offsets[d + 1]
         out_offsets[d] = pos
-        ascii_only = True
-        for i in range(start, stop):
-            if buf[i] >= 128:
-                ascii_only = False
-                break
-        is_ascii[d] = ascii_only
-        if not ascii_only:
-            continue
+        begin = pos
         pending = False
-        for i in range(start, stop):
+        state = 0
+        i = start
+        while i < stop:
             c = buf[i]
-            if c == 32 or (c >= 9 and c <= 13) or (c >= 28 and c <= 31):  # str.isspace() in ASCII
+            if c < 128:
+                i += 1
+                if c == 32 or (c >= 9 and c <= 13) or (c >= 28 and c <= 31):  # str.isspace() in ASCII
+                    pending = True
+                    continue
+                if pos + 2 > limit:  # out of room: this text (and the rest) go to Python
+                    state = 1
+                    break
+                if pending and pos > begin:
+                    out[pos] = 32
+                    pos += 1
+                pending = False
+                if c >= 65 and c <= 90:
+                    c += 32
+                out[pos] = c
+                pos += 1
+                continue
+            if c >= 0xF0:  # beyond the BMP
+                state = 1
+                break
+            if c >= 0xE0:
+                cp = ((c & 0x0F) << 12) | ((buf[i + 1] & 0x3F) << 6) | (buf[i + 2] & 0x3F)
+                i += 3
+            else:
+                cp = ((c & 0x1F) << 6) | (buf[i + 1] & 0x3F)
+                i += 2
+            k = kind[cp]
+            if k == 1:
                 pending = True
                 continue
-            if pending and pos > out_offsets[d]:
+            if k == 3:
+                unseen[cp] = True
+                state = 2
+                continue
+            if k != 0 or pos + 1 + fold_len[cp] > limit:
+                state = 1
+                break
+            if pending and pos > begin:
                 out[pos] = 32
                 pos += 1
             pending = False
-            if c >= 65 and c <= 90:
-                c += 32
-            out[pos] = c
-            pos += 1
+            for j in range(fold_len[cp]):
+                out[pos] = fold[cp, j]
+                pos += 1
+        status[d] = state
+        if state != 0:
+            pos = begin
     out_offsets[offsets.shape[0] - 1] = pos
 
 
@@ -70,10 +158,17 @@ def exact_keys(buf: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None = 
     16 bytes), and which texts are blank (nothing but whitespace). Rows with valid False get a
     zero key and are not blank."""
     n = offsets.shape[0] - 1
-    out = np.empty(max(int(offsets[-1] - offsets[0]), 1) if n else 1, dtype=np.uint8)
+    offsets = offsets.astype(np.int64, copy=False)
+    # normalizing rarely lengthens a text (case folds like U+0390, compatibility forms like U+3300);
+    # texts that would not fit go to Python
+    out = np.empty(int(offsets[-1] - offsets[0]) + 4096 if n else 1, dtype=np.uint8)
     out_offsets = np.empty(n + 1, dtype=np.int64)
-    is_ascii = np.empty(n, dtype=np.bool_)
-    _ascii_normalize(buf, offsets.astype(np.int64, copy=False), out, out_offsets, is_ascii)
+    status = np.empty(n, dtype=np.uint8)
+    unseen = np.zeros(0x10000, dtype=np.bool_)
+    _fast_normalize(buf, offsets, _KIND, _FOLD, _FOLD_LEN, out, out_offsets, status, unseen)
+    if unseen.any():  # learn the new characters, then normalize again
+        _learn(np.flatnonzero(unseen))
+        _fast_normalize(buf, offsets, _KIND, _FOLD, _FOLD_LEN, out, out_offsets, status, unseen)
     keys = bytearray(n * KEY_BYTES)
     blank = np.zeros(n, dtype=np.bool_)
     view, data = memoryview(out), memoryview(buf)
@@ -81,7 +176,7 @@ def exact_keys(buf: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None = 
     for d in range(n):
         if valid is not None and not valid[d]:
             continue
-        if is_ascii[d]:
+        if status[d] == 0:
             lo, hi = out_offsets[d], out_offsets[d + 1]
             blank[d] = lo == hi
             digest = blake(view[lo:hi], digest_size=KEY_BYTES).digest()

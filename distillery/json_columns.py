@@ -58,6 +58,18 @@ class FieldTypes:
                 self.types[name] = pa.string()
                 self.as_json.add(name)
 
+    def observe_schema(self, schema: pa.Schema) -> None:
+        """`observe` for a batch already parsed into Arrow columns (types as `pa.array` infers them)."""
+        for f in schema:
+            if f.name in self.as_json:
+                continue
+            known = self.types.get(f.name)
+            try:
+                self.types[f.name] = f.type if known is None else _widen(known, f.type)
+            except _NO_TYPE:
+                self.types[f.name] = pa.string()
+                self.as_json.add(f.name)
+
     def finish(self) -> pa.Schema:
         """The schema every batch is built with (call once every record has been observed)."""
         for name, type_ in self.types.items():
@@ -83,4 +95,32 @@ class FieldTypes:
         return pa.Table.from_arrays(columns, schema=self.schema())
 
 
-__all__ = ["FieldTypes"]
+def plain_type(type_: pa.DataType) -> pa.DataType:
+    """The type `pa.array` infers for the same values: string for large or view strings, list
+    for large lists, recursively (what Polars hands over uses the large and view forms)."""
+    if pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
+        return pa.string()
+    if pa.types.is_large_list(type_) or pa.types.is_list(type_) or pa.types.is_list_view(type_) or pa.types.is_large_list_view(type_):
+        return pa.list_(plain_type(type_.value_type))
+    if pa.types.is_struct(type_):
+        return pa.struct([pa.field(f.name, plain_type(f.type)) for f in type_])
+    return type_
+
+
+def conform(array: pa.Array, type_: pa.DataType) -> pa.Array:
+    """An array of one batch in the file's widened type: structs gain the fields other batches
+    had (null here), lists convert their items, the rest is a cast (int to float, null to any)."""
+    if array.type == type_:
+        return array
+    if pa.types.is_struct(type_) and pa.types.is_struct(array.type):
+        have = {array.type.field(i).name for i in range(array.type.num_fields)}
+        children = [conform(array.field(f.name), f.type) if f.name in have else pa.nulls(len(array), f.type) for f in type_]
+        return pa.StructArray.from_arrays(children, fields=list(type_), mask=array.is_null() if array.null_count else None)
+    if pa.types.is_list(type_) and (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        offsets = array.offsets.cast(pa.int32())
+        values = conform(array.values, type_.value_type)
+        return pa.ListArray.from_arrays(offsets, values, type=type_, mask=array.is_null() if array.null_count else None)
+    return array.cast(type_)
+
+
+__all__ = ["FieldTypes", "conform", "plain_type"]

@@ -4,7 +4,10 @@ Two passes over the input: the first feeds ids, texts and scores to the
 Deduplicator in batches (text is not kept) and, for JSONL, learns one Arrow
 type per top-level field; the second writes every row, with the input's own
 columns, to kept.parquet or rejected.parquet. Memory grows with the row count
-(ids, signatures, LSH buckets), not with the text.
+(ids, signatures, LSH buckets), not with the text. Text reaches the
+Deduplicator as Arrow columns: Parquet's own, and for JSONL Polars' parse of a
+batch of lines wherever that is exact (`distillery.jsonl_blocks`; otherwise the
+batch is parsed line by line with `json.loads`).
 
 Output columns: the input's, then the dedup columns, all named `dedup_*` (an
 input that has such a column is refused, so nothing is overwritten):
@@ -22,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -29,7 +33,8 @@ import pyarrow.parquet as pq
 from distillery.adapters import dedup_index
 from distillery.adapters.storage import open_dataset, open_input
 from distillery.dedup import DedupParams, Deduplicator, DedupResult
-from distillery.json_columns import FieldTypes
+from distillery.json_columns import FieldTypes, conform
+from distillery.jsonl_blocks import fast_table, parse
 from distillery.sources import MISSING, SourceError, get_path
 
 PREFIX = "dedup_"
@@ -70,31 +75,85 @@ class JobStats:
         return "\n".join(lines)
 
 
-def _jsonl_batches(uri: str, rows: int, stats: JobStats | None) -> Iterator[list[tuple[str, dict | None]]]:
-    """(raw line, parsed record or None if malformed) in batches."""
-    batch = []
+_CHUNK_BYTES = 16 << 20
+_SPACE_BYTES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
+
+
+def _line_batches(uri: str, rows: int | None) -> Iterator[tuple[bytes, int]]:
+    """The input's non-blank lines in batches of `rows` (the last may be shorter), or (None) the
+    lines of each 16 MiB read: (the lines, each ending in a newline, as one bytes block; how many)."""
+    rest = b""
     with open_input(uri, "input file") as fh:
-        for raw in fh:
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                line = raw.decode("utf-8", "replace")
-                if stats is not None:
-                    stats.non_utf8_rows += 1
-            line = line.rstrip("\r\n")
-            try:
-                rec = json.loads(line)
-                rec = rec if isinstance(rec, dict) else None
-            except json.JSONDecodeError:
-                rec = None
-            batch.append((line, rec))
-            if len(batch) >= rows:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+        while True:
+            data = fh.read(_CHUNK_BYTES)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                batches = _split(data[:cut], rows)
+                if rows and batches and batches[-1][1] < rows:  # a partial batch waits for the next chunk
+                    rest = batches.pop()[0] + rest
+                yield from batches
+    if rest.strip():
+        yield from _split(rest if rest.endswith(b"\n") else rest + b"\n", rows)
+
+
+def _split(block: bytes, rows: int | None) -> list[tuple[bytes, int]]:
+    """A block of whole lines in batches of `rows` lines (None: one batch), blank lines left out."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10) + 1
+    starts = np.r_[0, ends[:-1]]
+    suspect = np.flatnonzero(np.isin(data[starts], _SPACE_BYTES)) if len(ends) else ends
+    if len(suspect):  # a line that starts with whitespace may be blank: blank lines are not rows
+        blank = [k for k in suspect.tolist() if not block[starts[k] : ends[k]].strip()]
+        if blank:
+            keep = np.ones(len(ends), dtype=np.bool_)
+            keep[blank] = False
+            block = b"".join(block[a:b] for a, b in zip(starts[keep].tolist(), ends[keep].tolist()))
+            ends = np.cumsum(ends[keep] - starts[keep])
+    if not rows:
+        return [(block, len(ends))] if len(ends) else []
+    out, start = [], 0
+    for k in range(rows, len(ends) + rows, rows):
+        last = min(k, len(ends))
+        stop = int(ends[last - 1]) if last else 0
+        if stop > start:
+            out.append((block[start:stop], last - (k - rows)))
+        start = stop
+    return out
+
+
+def _parse_lines(block: bytes, stats: JobStats | None) -> list[tuple[str, dict | None]]:
+    """(line, parsed record or None if malformed), one `json.loads` a line."""
+    out = []
+    for raw in block.split(b"\n")[:-1]:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = raw.decode("utf-8", "replace")
+            if stats is not None:
+                stats.non_utf8_rows += 1
+        line = line.rstrip("\r\n")
+        try:
+            rec = json.loads(line)
+            rec = rec if isinstance(rec, dict) else None
+        except json.JSONDecodeError:
+            rec = None
+        out.append((line, rec))
+    return out
+
+
+def _column(table: pa.Table, path: str) -> pa.Array | list | None:
+    """A column of a parsed batch by (dotted) path: an Arrow array, or for a path into nested
+    values the values as Python objects (MISSING where absent); None if no row has it."""
+    head = path.split(".", 1)[0]
+    if head not in table.column_names:
+        return None
+    if "." not in path:
+        return table.column(path).combine_chunks()
+    return [get_path({head: v}, path) for v in table.column(head).to_pylist()]
 
 
 def _text(value) -> str | None:
@@ -113,12 +172,14 @@ def _clashes(uri: str, names: list[str]) -> None:
 
 
 class _Job:
-    def __init__(self, uri: str, column: str, id_column: str | None, score_column: str | None, batch_rows: int):
-        self.uri, self.column, self.score_column, self.batch_rows = uri, column, score_column, batch_rows
+    def __init__(self, uri: str, column: str, id_column: str | None, score_column: str | None, batch_rows: int | None):
+        self.uri, self.column, self.score_column = uri, column, score_column
+        self.batch_rows = batch_rows  # None: 10,000 Parquet rows, or the JSONL lines of each 16 MiB read
         self.id_column = id_column  # None: `id` when the input has it; "": row numbers
         self.fmt = "parquet" if uri.lower().endswith((".parquet", ".pq")) else "jsonl"
         self.malformed: set[int] = set()
         self.fields = FieldTypes()  # JSONL: the columns pass 2 writes
+        self.fast: list[bool] = []  # JSONL: per batch, did Polars parse it (pass 2 does the same)
         self.schema: pa.Schema | None = None  # the input's columns (Parquet: its own schema)
 
     def _id(self, position: int, value) -> str:
@@ -140,6 +201,33 @@ class _Job:
         if self.id_column:
             stats.repeated_ids = position - len(set(dedup.ids[len(dedup.ids) - position:]))
 
+    def _batch(self, table: pa.Table, position: int):
+        """(ids, texts, scores) of a parsed batch: text stays an Arrow column where it is one."""
+        n = table.num_rows
+        ids_col = _column(table, self.id_column) if self.id_column else None
+        if ids_col is None:
+            ids = [self._id(position + k, None) for k in range(n)]
+        elif isinstance(ids_col, pa.Array) and pa.types.is_string(ids_col.type) and not ids_col.null_count:
+            ids = ids_col.to_pylist()
+        else:
+            values = ids_col.to_pylist() if isinstance(ids_col, pa.Array) else ids_col
+            ids = [self._id(position + k, v) for k, v in enumerate(values)]
+        text = _column(table, self.column)
+        if isinstance(text, pa.Array) and (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+            texts = text
+        else:
+            values = [None] * n if text is None else text.to_pylist() if isinstance(text, pa.Array) else text
+            texts = [None if v is MISSING else _text(v) for v in values]
+        scores = None
+        if self.score_column:
+            col = _column(table, self.score_column)
+            if isinstance(col, pa.Array) and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+                scores = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            else:
+                values = [None] * n if col is None else col.to_pylist() if isinstance(col, pa.Array) else col
+                scores = [_score(v) for v in values]
+        return ids, texts, scores, text is not None and (not isinstance(text, list) or any(v is not MISSING for v in text))
+
     def _columns(self, stats: JobStats):
         position = 0
         with open_input(self.uri, "input file") as fh:
@@ -153,19 +241,29 @@ class _Job:
                 if col not in names:
                     raise SourceError(f"{self.uri}: column {col!r} not found; columns there: {', '.join(names[:12])}")
             cols = list(dict.fromkeys(filter(None, (self.column, self.id_column, self.score_column))))
-            for batch in pf.iter_batches(batch_size=self.batch_rows, columns=cols):
-                d = batch.to_pydict()
-                n = batch.num_rows
-                ids = [self._id(position + k, v) for k, v in enumerate(d.get(self.id_column, [None] * n))]
-                yield ids, [_text(v) for v in d[self.column]], d.get(self.score_column) if self.score_column else None
-                position += n
+            for batch in pf.iter_batches(batch_size=self.batch_rows or 10_000, columns=cols):
+                ids, texts, scores, _ = self._batch(pa.Table.from_batches([batch]), position)
+                yield ids, texts, scores
+                position += batch.num_rows
 
     def _jsonl_columns(self, stats: JobStats):
         position = 0
         seen_column = False
-        for batch in _jsonl_batches(self.uri, self.batch_rows, stats):
+        for block, lines in _line_batches(self.uri, self.batch_rows):
+            table = fast_table(block, lines)
+            self.fast.append(table is not None)
+            if table is not None:
+                if self.id_column is None:  # the first batch decides: `id` when its records have one
+                    self.id_column = "id" if "id" in table.column_names else ""
+                self.fields.observe_schema(table.schema)
+                ids, texts, scores, seen = self._batch(table, position)
+                seen_column = seen_column or seen
+                yield ids, texts, scores
+                position += lines
+                continue
+            batch = _parse_lines(block, stats)
             records = [rec for _, rec in batch if rec is not None]
-            if self.id_column is None:  # the first batch decides: `id` when its records have one
+            if self.id_column is None:
                 self.id_column = "id" if any("id" in rec for rec in records) else ""
             self.fields.observe(records)
             ids, texts, scores = [], [], []
@@ -189,37 +287,51 @@ class _Job:
         raw = [RAW] if self.fmt == "jsonl" else []
         return pa.schema(base + list(KEPT_COLUMNS)), pa.schema(base + list(REJECTED_COLUMNS) + raw)
 
+    def verdicts(self, result: DedupResult) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+        """Per input row: its reason (None kept) as an object array, the id of its cluster's
+        representative, and whether that id is the row it duplicates (dedup_duplicate_of)."""
+        rows = np.arange(result.n_index, len(result.ids))
+        reasons = np.array(result.reason[result.n_index:], dtype=object)
+        if self.malformed:
+            reasons[np.fromiter(self.malformed, dtype=np.int64)] = "malformed_json"
+        rep = np.asarray(result.representative)[rows]
+        duplicate = (reasons == "exact_duplicate") | (reasons == "near_duplicate")
+        reasons[duplicate & (rep < result.n_index)] = "seen_in_index"
+        return reasons, pa.array(result.ids, pa.string()).take(pa.array(rep)), duplicate
+
     def write(self, result: DedupResult, out_uri: str, stats: JobStats) -> None:
         """Pass 2: every row to kept.parquet or rejected.parquet."""
         out = open_dataset(out_uri)
         kept_schema, rejected_schema = self._schemas()
+        reasons, clusters, duplicate = self.verdicts(result)
+        kept_all = np.fromiter((r is None for r in reasons), dtype=np.bool_, count=len(reasons))
+        similarity = pa.array(np.asarray(result.similarity)[result.n_index:], pa.float32())
         with out.writer("kept.parquet") as kf, out.writer("rejected.parquet") as rf:
             kept_w = pq.ParquetWriter(kf, kept_schema, compression="zstd")
             rej_w = pq.ParquetWriter(rf, rejected_schema, compression="zstd")
-            position = result.n_index
+            position = 0
             for table, raws in self._tables():
                 n = table.num_rows
-                idx = list(range(position, position + n))
-                reasons = [("malformed_json" if (i - result.n_index) in self.malformed else result.reason[i]) for i in idx]
-                keep = pa.array([r is None for r in reasons])
-                cluster = pa.array([result.ids[result.representative[i]] for i in idx], pa.string())
+                why = reasons[position : position + n]
+                keep_np = kept_all[position : position + n]
+                keep, drop = pa.array(keep_np), pa.array(~keep_np)
+                cluster = clusters.slice(position, n)
                 kept_w.write_table(_with(table.filter(keep), {"dedup_cluster": cluster.filter(keep)}))
-                drop = pc.invert(keep)
-                dup_of = [result.ids[result.representative[i]] if reasons[k] in ("exact_duplicate", "near_duplicate") else None for k, i in enumerate(idx)]
-                reasons = ["seen_in_index" if d is not None and result.representative[i] < result.n_index else r for d, r, i in zip(dup_of, reasons, idx)]
-                extra = {
-                    "dedup_reason": pa.array(reasons, pa.string()).filter(drop),
-                    "dedup_duplicate_of": pa.array(dup_of, pa.string()).filter(drop),
-                    "dedup_similarity": pa.array(result.similarity[idx], pa.float32()).filter(drop),
-                }
-                if raws is not None:
-                    extra["dedup_raw"] = pa.array(raws, pa.string()).filter(drop)
-                rej_w.write_table(_with(table.filter(drop), extra))
-                stats.kept += n - sum(r is not None for r in reasons)
-                stats.rejected.update(r for r in reasons if r is not None)
+                if not keep_np.all():
+                    dup_of = pc.if_else(pa.array(duplicate[position : position + n]), cluster, pa.scalar(None, pa.string()))
+                    extra = {
+                        "dedup_reason": pa.array(why, pa.string()).filter(drop),
+                        "dedup_duplicate_of": dup_of.filter(drop),
+                        "dedup_similarity": similarity.slice(position, n).filter(drop),
+                    }
+                    if self.fmt == "jsonl":  # the line, for a malformed row (batches Polars parsed have none)
+                        extra["dedup_raw"] = (pa.nulls(n, pa.string()) if raws is None else pa.array(raws, pa.string())).filter(drop)
+                    rej_w.write_table(_with(table.filter(drop), extra))
                 position += n
             kept_w.close()
             rej_w.close()
+        stats.kept = int(kept_all.sum())
+        stats.rejected.update(r for r in reasons.tolist() if r is not None)
 
     def _tables(self) -> Iterator[tuple[pa.Table, list[str | None] | None]]:
         """The input's rows in batches, as tables of its columns (plus dedup_row_id without an id column),
@@ -227,14 +339,23 @@ class _Job:
         position = 0
         if self.fmt == "parquet":
             with open_input(self.uri, "input file") as fh:
-                for batch in pq.ParquetFile(fh).iter_batches(batch_size=self.batch_rows):
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=self.batch_rows or 10_000):
                     yield self._numbered(pa.Table.from_batches([batch], schema=self.schema), position), None
                     position += batch.num_rows
             return
-        for batch in _jsonl_batches(self.uri, self.batch_rows, None):
-            table = self.fields.table([rec for _, rec in batch])
-            yield self._numbered(table, position), [line if rec is None else None for line, rec in batch]
-            position += len(batch)
+        as_json = bool(self.fields.as_json)  # a field written as JSON text: only json.loads gives that text
+        for fast, (block, lines) in zip(self.fast, _line_batches(self.uri, self.batch_rows)):
+            if fast and not as_json:
+                parsed = parse(block)
+                n = parsed.num_rows
+                columns = [conform(parsed.column(f.name).combine_chunks(), f.type) if f.name in parsed.column_names
+                           else pa.nulls(n, f.type) for f in self.schema]
+                yield self._numbered(pa.Table.from_arrays(columns, schema=self.schema), position), None
+            else:
+                batch = _parse_lines(block, None)
+                table = self.fields.table([rec for _, rec in batch])
+                yield self._numbered(table, position), [line if rec is None else None for line, rec in batch]
+            position += lines
 
     def _numbered(self, table: pa.Table, position: int) -> pa.Table:
         if self.id_column:
@@ -257,7 +378,7 @@ def _score(value) -> float | None:
 
 def run_dedup(
     input_uri: str, column: str, output_uri: str, params: DedupParams, id_column: str | None = None,
-    score_column: str | None = None, index_uri: str | None = None, update_index: bool = False, batch_rows: int = 10_000,
+    score_column: str | None = None, index_uri: str | None = None, update_index: bool = False, batch_rows: int | None = None,
 ) -> JobStats:
     started = time.perf_counter()
     stats = JobStats()
