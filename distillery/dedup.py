@@ -14,6 +14,7 @@ highest judge score, else the smallest id. Every step after `add` works on array
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -125,15 +126,19 @@ class DedupResult:
 
 
 class Deduplicator:
-    def __init__(self, params: DedupParams, batch: int = 64):
+    def __init__(self, params: DedupParams, batch: int = 64, spill: str | None = None):
+        """`spill`: a folder for full chunks of signatures (32 MiB of 65,536 rows each at 128
+        permutations), read back a chunk at a time for the candidate pairs: memory then holds
+        ids, exact and band keys per row (~100 B) instead of ~600 B."""
         self.params = params
+        self.spill = spill
         self.perms = permutations(params.num_perm, params.seed)
         self.bands, self.band_rows = lsh_params(params.threshold, params.num_perm)  # datasketch's split
         self.ids: list[str] = []
         self._scores: list[np.ndarray] = []  # per added batch (contiguous rows): float64, NaN for none
         self._exact: list[np.ndarray] = []  # ... its exact keys, uint64 (n, 2)
         self._bands: list[np.ndarray] = []  # ... its band keys, uint64 (n, bands)
-        self._chunks: list[np.ndarray] = []  # signatures, _CHUNK rows each
+        self._chunks: list[np.ndarray | str] = []  # signatures, _CHUNK rows each (str: spilled to that file)
         self._invalid: dict[int, str] = {}
         self.n_index = 0
         self.non_utf8_replaced = 0
@@ -143,7 +148,7 @@ class Deduplicator:
         return len(self.ids)
 
     def signature(self, i: int) -> np.ndarray:
-        return self._chunks[i // _CHUNK][i % _CHUNK]
+        return self.signatures_of(np.array([i]))[0]
 
     def _append(self, ids: Sequence[str], keys: np.ndarray, sigs: np.ndarray, invalid: Sequence[str | None] | None,
                 scores: Sequence[float | None] | None) -> None:
@@ -151,8 +156,11 @@ class Deduplicator:
         if len(keys) != n or len(sigs) != n:
             raise DedupError(f"{n} ids but {len(keys)} exact keys and {len(sigs)} signatures")
         self.ids.extend(ids)
-        self._scores.append(np.full(n, np.nan) if scores is None else
-                            np.array([np.nan if s is None else s for s in scores], dtype=np.float64))
+        if scores is None:
+            scores = np.full(n, np.nan)
+        elif not isinstance(scores, np.ndarray):
+            scores = np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+        self._scores.append(np.asarray(scores, dtype=np.float64))
         self._exact.append(np.asarray(keys, dtype=np.uint64).reshape(n, 2))
         sigs = np.asarray(sigs, dtype=np.uint32)
         self._bands.append(band_keys(sigs, self.bands, self.band_rows))
@@ -167,6 +175,10 @@ class Deduplicator:
             take = min(n - written, _CHUNK - row % _CHUNK)
             self._chunks[row // _CHUNK][row % _CHUNK : row % _CHUNK + take] = sigs[written : written + take]
             written += take
+            if self.spill and (row + take) % _CHUNK == 0:  # a full chunk goes to disk
+                path = os.path.join(self.spill, f"signatures-{row // _CHUNK:06d}.npy")
+                np.save(path, self._chunks[row // _CHUNK])
+                self._chunks[row // _CHUNK] = path
 
     def add_index(self, ids: Sequence[str], keys, sigs: np.ndarray) -> None:
         """Rows published by earlier builds: they win every cluster they join."""
@@ -193,9 +205,13 @@ class Deduplicator:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.params.num_perm), dtype=np.uint32)
         chunk = rows // _CHUNK
-        for c in np.unique(chunk):
+        for c in np.unique(chunk).tolist():
             here = chunk == c
-            out[here] = self._chunks[c][rows[here] % _CHUNK]
+            stored = self._chunks[c]
+            if isinstance(stored, str):  # mapped only while its rows are gathered
+                stored = np.load(stored, mmap_mode="r")
+            out[here] = stored[rows[here] % _CHUNK]
+            del stored
         return out
 
     def _similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -231,7 +247,8 @@ class Deduplicator:
         if not self.ids:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.bands), dtype=np.uint64)
         rows = np.flatnonzero(self._valid() & (roots == np.arange(len(roots))))
-        return rows, np.concatenate(self._bands)[rows]
+        keys = np.concatenate(self._bands)
+        return rows, (keys if len(rows) == len(keys) else keys[rows])
 
     def candidates(self, roots: np.ndarray | None = None) -> np.ndarray:
         """LSH candidate pairs (i < j), unique and sorted."""

@@ -88,6 +88,10 @@ def _learn(cps: np.ndarray) -> None:
         _KIND[cp] = kind
 
 
+# ASCII: 255 for str.isspace() (these ten bytes), else the byte lower-cased
+_ASCII = np.array([255 if chr(c).isspace() else ord(chr(c).lower()) for c in range(128)], dtype=np.uint8)
+
+
 @njit(cache=True, nogil=True)
 def _fast_normalize(buf, offsets, kind, fold, fold_len, out, out_offsets, status, unseen):
     """Per text: status 0 normalized here, its bytes in out[out_offsets[d]:out_offsets[d+1]];
@@ -100,25 +104,27 @@ def _fast_normalize(buf, offsets, kind, fold, fold_len, out, out_offsets, status
         begin = pos
         pending = False
         state = 0
+        if pos + (stop - start) + 1 > limit:  # out of room (texts before grew): Python's turn
+            status[d] = 1
+            continue
         i = start
         while i < stop:
             c = buf[i]
             if c < 128:
                 i += 1
-                if c == 32 or (c >= 9 and c <= 13) or (c >= 28 and c <= 31):  # str.isspace() in ASCII
+                m = _ASCII[c]
+                if m == 255:
                     pending = True
-                    continue
-                if pos + 2 > limit:  # out of room: this text (and the rest) go to Python
-                    state = 1
-                    break
-                if pending and pos > begin:
-                    out[pos] = 32
+                elif pending:
+                    if pos > begin:
+                        out[pos] = 32
+                        pos += 1
+                    pending = False
+                    out[pos] = m
                     pos += 1
-                pending = False
-                if c >= 65 and c <= 90:
-                    c += 32
-                out[pos] = c
-                pos += 1
+                else:
+                    out[pos] = m
+                    pos += 1
                 continue
             if c >= 0xF0:  # beyond the BMP
                 state = 1
@@ -137,7 +143,7 @@ def _fast_normalize(buf, offsets, kind, fold, fold_len, out, out_offsets, status
                 unseen[cp] = True
                 state = 2
                 continue
-            if k != 0 or pos + 1 + fold_len[cp] > limit:
+            if k != 0 or pos + 1 + fold_len[cp] + (stop - i) > limit:  # room for the rest of the text too
                 state = 1
                 break
             if pending and pos > begin:
@@ -169,23 +175,21 @@ def exact_keys(buf: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None = 
     if unseen.any():  # learn the new characters, then normalize again
         _learn(np.flatnonzero(unseen))
         _fast_normalize(buf, offsets, _KIND, _FOLD, _FOLD_LEN, out, out_offsets, status, unseen)
-    keys = bytearray(n * KEY_BYTES)
-    blank = np.zeros(n, dtype=np.bool_)
-    view, data = memoryview(out), memoryview(buf)
-    blake = hashlib.blake2b
-    for d in range(n):
-        if valid is not None and not valid[d]:
-            continue
-        if status[d] == 0:
-            lo, hi = out_offsets[d], out_offsets[d + 1]
-            blank[d] = lo == hi
-            digest = blake(view[lo:hi], digest_size=KEY_BYTES).digest()
-        else:
-            text = bytes(data[offsets[d] : offsets[d + 1]]).decode("utf-8", "replace")
-            blank[d] = not text.strip()
-            digest = exact_key(text)
-        keys[d * KEY_BYTES : (d + 1) * KEY_BYTES] = digest
-    return np.frombuffer(bytes(keys), dtype=np.uint64).reshape(n, 2), blank
+    view, data, blake = memoryview(out), memoryview(buf), hashlib.blake2b
+    bounds = out_offsets.tolist()
+    zero = bytes(KEY_BYTES)
+    ok = (status == 0) if valid is None else (status == 0) & valid
+    digests = [blake(view[bounds[d] : bounds[d + 1]], digest_size=KEY_BYTES).digest() if fast else zero
+               for d, fast in enumerate(ok.tolist())]
+    blank = ok & (out_offsets[1:] == out_offsets[:-1])
+    rest = ~ok if valid is None else ~ok & valid
+    starts = offsets.tolist()
+    for d in np.flatnonzero(rest).tolist():  # texts the table cannot normalize: Python's own
+        text = bytes(data[starts[d] : starts[d + 1]]).decode("utf-8", "replace")
+        blank[d] = not text.strip()
+        digests[d] = exact_key(text)
+    keys = b"".join(digests)
+    return np.frombuffer(keys, dtype=np.uint64).reshape(n, 2), blank
 
 
 def keys_from_bytes(keys) -> np.ndarray:

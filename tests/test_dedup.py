@@ -100,3 +100,28 @@ def test_normalize():
     assert normalize("  Hello\n\tWORLD ") == "hello world"
     assert shingles("A b, c! d", 3) == [b"a b c", b"b c d"]
     assert shingles("short", 3) == [b"short"]
+
+
+def test_spilled_signatures_give_the_same_result(seed_records, tmp_path, monkeypatch):
+    import distillery.dedup as dedup_module
+
+    monkeypatch.setattr(dedup_module, "_CHUNK", 32)  # 175 seeds + copies fill several chunks
+    texts = [r["instruction"] + " " + r["instances"][0]["output"] for r in seed_records]
+    texts += [t + " Thanks." for t in texts[:40]] + [t.upper() for t in texts[40:60]]
+    ids = [f"r{i:04d}" for i in range(len(texts))]
+    results = []
+    for spill in (None, str(tmp_path)):
+        d = Deduplicator(P3, spill=spill)
+        for s in range(0, len(texts), 50):
+            d.add(ids[s : s + 50], texts[s : s + 50])
+        results.append(d.finish())
+        exported = d.export(list(range(0, len(texts), 7)))
+        if spill:
+            assert len(list(tmp_path.glob("signatures-*.npy"))) == len(texts) // 32
+            assert all(isinstance(c, str) for c in d._chunks[: len(texts) // 32])
+            assert keys == exported[1] and np.array_equal(sigs, exported[2])
+        keys, sigs = exported[1], exported[2]
+    plain, spilled = results
+    assert plain.reason == spilled.reason and np.array_equal(plain.representative, spilled.representative)
+    assert np.array_equal(plain.similarity, spilled.similarity)
+    assert spilled.reason.count("near_duplicate") >= 30 and spilled.reason.count("exact_duplicate") == 20

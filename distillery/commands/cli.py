@@ -359,7 +359,7 @@ def parser() -> argparse.ArgumentParser:
     dd.add_argument("--index", help="cross-run index folder or s3:// prefix to dedup against")
     dd.add_argument("--update-index", action="store_true", help="add this run's kept rows to --index")
     dd.add_argument("--batch-rows", type=int, help="rows read per batch (default: 10000 for Parquet; for JSONL, the "
-                    "lines of each 16 MiB read)")
+                    "lines of each 4 MiB read)")
     dd.set_defaults(func=cmd_dedup)
     guard = sub.add_parser("guard", help="the build's guards on any file: `guard identity`")
     gsub = guard.add_subparsers(dest="guard", required=True)

@@ -6,7 +6,7 @@ type per top-level field; the second writes every row, with the input's own
 columns, to kept.parquet or rejected.parquet. Memory grows with the row count
 (ids, signatures, LSH buckets), not with the text. Text reaches the
 Deduplicator as Arrow columns: Parquet's own, and for JSONL Polars' parse of a
-batch of lines wherever that is exact (`distillery.jsonl_blocks`; otherwise the
+4 MiB of lines wherever that is exact (`distillery.jsonl_blocks`; otherwise the
 batch is parsed line by line with `json.loads`).
 
 Output columns: the input's, then the dedup columns, all named `dedup_*` (an
@@ -20,6 +20,7 @@ input that has such a column is refused, so nothing is overwritten):
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -75,13 +76,13 @@ class JobStats:
         return "\n".join(lines)
 
 
-_CHUNK_BYTES = 16 << 20
+_CHUNK_BYTES = 4 << 20  # measured: 4 MiB beats 1, 2, 8 and 16 on speed, and holds less
 _SPACE_BYTES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)
 
 
 def _line_batches(uri: str, rows: int | None) -> Iterator[tuple[bytes, int]]:
     """The input's non-blank lines in batches of `rows` (the last may be shorter), or (None) the
-    lines of each 16 MiB read: (the lines, each ending in a newline, as one bytes block; how many)."""
+    lines of each 4 MiB read: (the lines, each ending in a newline, as one bytes block; how many)."""
     rest = b""
     with open_input(uri, "input file") as fh:
         while True:
@@ -174,7 +175,7 @@ def _clashes(uri: str, names: list[str]) -> None:
 class _Job:
     def __init__(self, uri: str, column: str, id_column: str | None, score_column: str | None, batch_rows: int | None):
         self.uri, self.column, self.score_column = uri, column, score_column
-        self.batch_rows = batch_rows  # None: 10,000 Parquet rows, or the JSONL lines of each 16 MiB read
+        self.batch_rows = batch_rows  # None: 10,000 Parquet rows, or the JSONL lines of each 4 MiB read
         self.id_column = id_column  # None: `id` when the input has it; "": row numbers
         self.fmt = "parquet" if uri.lower().endswith((".parquet", ".pq")) else "jsonl"
         self.malformed: set[int] = set()
@@ -307,8 +308,8 @@ class _Job:
         kept_all = np.fromiter((r is None for r in reasons), dtype=np.bool_, count=len(reasons))
         similarity = pa.array(np.asarray(result.similarity)[result.n_index:], pa.float32())
         with out.writer("kept.parquet") as kf, out.writer("rejected.parquet") as rf:
-            kept_w = pq.ParquetWriter(kf, kept_schema, compression="zstd")
-            rej_w = pq.ParquetWriter(rf, rejected_schema, compression="zstd")
+            kept_w = _Grouped(pq.ParquetWriter(kf, kept_schema, compression="zstd"))
+            rej_w = _Grouped(pq.ParquetWriter(rf, rejected_schema, compression="zstd"))
             position = 0
             for table, raws in self._tables():
                 n = table.num_rows
@@ -363,6 +364,30 @@ class _Job:
         return _with(table, {ROW_ID: pa.array([self._id(position + k, None) for k in range(table.num_rows)], pa.string())})
 
 
+class _Grouped:
+    """Batches gathered into row groups of about 32 MiB (batches of a 4 MiB read are small)."""
+
+    GROUP_BYTES = 32 << 20
+
+    def __init__(self, writer: pq.ParquetWriter):
+        self.writer, self.tables, self.nbytes = writer, [], 0
+
+    def write_table(self, table: pa.Table) -> None:
+        self.tables.append(table)
+        self.nbytes += table.nbytes
+        if self.nbytes >= self.GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.tables:
+            self.writer.write_table(pa.concat_tables(self.tables))
+        self.tables, self.nbytes = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
 def _with(table: pa.Table, columns: dict) -> pa.Table:
     for name, values in columns.items():
         table = table.append_column(name, values)
@@ -382,7 +407,15 @@ def run_dedup(
 ) -> JobStats:
     started = time.perf_counter()
     stats = JobStats()
-    dedup = Deduplicator(params)
+    with tempfile.TemporaryDirectory(prefix="distillery-dedup-") as spill:  # signatures: 512 MB a million rows
+        _run(Deduplicator(params, spill=spill), stats, input_uri, column, output_uri, id_column, score_column,
+             index_uri, update_index, batch_rows)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _run(dedup: Deduplicator, stats: JobStats, input_uri: str, column: str, output_uri: str, id_column: str | None,
+         score_column: str | None, index_uri: str | None, update_index: bool, batch_rows: int | None) -> None:
     if index_uri:
         stats.index_rows_before = dedup_index.load_into(dedup, index_uri)
     job = _Job(input_uri, column, id_column, score_column, batch_rows)
@@ -392,6 +425,4 @@ def run_dedup(
     if update_index:
         rows = [i for i in result.rows() if result.reason[i] is None and (i - result.n_index) not in job.malformed]
         ids, keys, sigs = dedup.export(rows)
-        stats.index_rows_after = dedup_index.append(index_uri, params, ids, keys, sigs)["rows"]
-    stats.seconds = time.perf_counter() - started
-    return stats
+        stats.index_rows_after = dedup_index.append(index_uri, dedup.params, ids, keys, sigs)["rows"]
