@@ -56,20 +56,22 @@ def _second_halves() -> frozenset[int]:
     return frozenset(second)
 
 
-def _stable(ch: str, second: frozenset[int]) -> bool:
-    """NFKC leaves ch alone wherever it stands among such characters: its own normal form,
-    a starter (combining class 0) that composes with nothing before it."""
-    return unicodedata.normalize("NFKC", ch) == ch and not unicodedata.combining(ch) and ord(ch) not in second
+def _starts_stable(text: str, second: frozenset[int]) -> bool:
+    """Does text begin with a starter (combining class 0) that composes with nothing before it?"""
+    return not unicodedata.combining(text[0]) and ord(text[0]) not in second
 
 
 def _learn(cps: np.ndarray) -> None:
     """Fill the table for these code points.
 
-    SIMPLE: NFKC maps the character to stable characters (`_stable`) and no whitespace; then
-    NFKC of a text made of such characters and whitespace is the characters' NFKC one by one
-    (nothing composes, nothing reorders), and case folding is per character, so the slot
-    holds casefold(NFKC(ch)). SPACE: whitespace that NFKC keeps whitespace (U+00A0, U+3000).
-    OTHER (combining marks, jamo, surrogates, a fold over 16 bytes): the text goes to Python."""
+    SIMPLE: the character and its NFKC form both begin with a starter that composes with
+    nothing before it (`_starts_stable`), and the form's only whitespace is U+0020. A text of
+    such characters and whitespace is then NFKC'd character by character: each form is already
+    normal, and where two meet the second starts with a starter that neither composes backwards
+    nor reorders; case folding is per character. So the slot holds casefold(NFKC(ch)), whose
+    spaces the kernel collapses with the text's (U+02DC becomes space + combining tilde).
+    SPACE: whitespace that NFKC keeps whitespace (U+00A0, U+3000). OTHER (combining marks,
+    composing jamo, surrogates, a fold over 16 bytes): the text goes to Python."""
     second = _second_halves()
     for cp in cps.tolist():
         kind = _OTHER
@@ -78,8 +80,8 @@ def _learn(cps: np.ndarray) -> None:
             nfkc = unicodedata.normalize("NFKC", ch)
             if ch.isspace() and nfkc and all(c.isspace() for c in nfkc) and not unicodedata.combining(ch):
                 kind = _SPACE
-            elif (nfkc and not unicodedata.combining(ch) and cp not in second and not any(c.isspace() for c in nfkc)
-                  and all(_stable(c, second) for c in nfkc)):
+            elif (nfkc and _starts_stable(ch, second) and _starts_stable(nfkc, second)
+                  and all(c == " " or not c.isspace() for c in nfkc)):
                 folded = nfkc.casefold().encode("utf-8")
                 if len(folded) <= _SLOT:
                     kind = _SIMPLE
@@ -146,12 +148,16 @@ def _fast_normalize(buf, offsets, kind, fold, fold_len, out, out_offsets, status
             if k != 0 or pos + 1 + fold_len[cp] + (stop - i) > limit:  # room for the rest of the text too
                 state = 1
                 break
-            if pending and pos > begin:
-                out[pos] = 32
-                pos += 1
-            pending = False
             for j in range(fold_len[cp]):
-                out[pos] = fold[cp, j]
+                b = fold[cp, j]
+                if b == 32:  # a compatibility form's space (U+00A8 is space + combining diaeresis)
+                    pending = True
+                    continue
+                if pending and pos > begin:
+                    out[pos] = 32
+                    pos += 1
+                pending = False
+                out[pos] = b
                 pos += 1
         status[d] = state
         if state != 0:

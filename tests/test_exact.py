@@ -16,7 +16,7 @@ SEEDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "self_instruct
 PIECES = [
     "Hello", "WORLD", "straße", "STRASSE", "İstanbul", "ΐ", "Σίσυφος", "ǅ", "naïve", "café", "日本語の文章", "한국어",
     "\u1100\u1161", "e\u0301", "\u0301", "ﬁ", "Ｆｕｌｌ", "①", "㎏", "x²", "\u00a0", "\u3000", "\u2003", "\u2028", "\x85",
-    "\x1c", "\x00", "\x7f", "\t", "\n", "\r\n", "  ", "\u200b", "😀", "𝐀𝐁", "—", "“quoted”", "don't", "\u0bbe", "\u0b92\u0bd7", "Ω", "K", "…", "，", "˜", "㌀", "Ⅻ", "ｶ", "¨",
+    "\x1c", "\x00", "\x7f", "\t", "\n", "\r\n", "  ", "\u200b", "😀", "𝐀𝐁", "—", "“quoted”", "don't", "\u0bbe", "\u0b92\u0bd7", "Ω", "K", "…", "，", "˜", "㌀", "Ⅻ", "ｶ", "¨", "a ˜", "˜ ", "\u0345", "\u02d8\u02d9", "㈀", "ﷺ", "\u0130",
 ]
 
 
@@ -66,3 +66,13 @@ def test_texts_that_grow_past_the_buffer_still_get_their_keys():
     texts = ["㌀" * 3000, "abc", "ΐ" * 5000, "x", "", "Ⅻ" * 2000]  # each normalizes to 2-4x its bytes
     keys, blank = keys_of(texts)
     assert keys_to_bytes(keys) == [exact_key(t) for t in texts] and blank.tolist() == [False] * 4 + [True, False]
+
+
+def test_every_bmp_character_between_neighbours():
+    rng = np.random.default_rng(1)
+    chars = [chr(c) for c in range(0x20, 0x10000) if not 0xD800 <= c <= 0xDFFF]
+    around = ["a", " ", "", "\u1100", "\u0301", "İ", "\u00a0", "˜", "가", "ß"]
+    picks = rng.integers(len(around), size=(len(chars), 2))
+    texts = [around[i] + c + around[j] + c for c, (i, j) in zip(chars, picks.tolist())]
+    keys, _ = keys_of(texts)
+    assert keys_to_bytes(keys) == [exact_key(t) for t in texts]

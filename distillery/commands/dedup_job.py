@@ -20,6 +20,7 @@ input that has such a column is refused, so nothing is overwritten):
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -172,15 +173,46 @@ def _clashes(uri: str, names: list[str]) -> None:
         )
 
 
+class _BatchSpill:
+    """Pass 1's JSONL batches kept in a local file for pass 2, so the input is read and parsed
+    once: Polars' tables as Arrow IPC streams (writing one costs a quarter of parsing it), the
+    other batches as their lines."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "w+b")
+        self.entries: list[tuple[bool, int, int, int]] = []  # (an Arrow table?, offset, length, lines)
+
+    def add(self, table: pa.Table | None, block: bytes, lines: int) -> None:
+        if table is not None:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            block = sink.getvalue()
+        self.entries.append((table is not None, self.file.tell(), len(block), lines))
+        self.file.write(block)
+
+    def __iter__(self) -> Iterator[tuple[pa.Table | None, bytes | None, int]]:
+        self.file.flush()
+        for arrow, offset, length, lines in self.entries:
+            self.file.seek(offset)
+            data = self.file.read(length)
+            yield (pa.ipc.open_stream(data).read_all(), None, lines) if arrow else (None, data, lines)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class _Job:
-    def __init__(self, uri: str, column: str, id_column: str | None, score_column: str | None, batch_rows: int | None):
+    def __init__(self, uri: str, column: str, id_column: str | None, score_column: str | None, batch_rows: int | None,
+                 spill: str | None = None):
         self.uri, self.column, self.score_column = uri, column, score_column
         self.batch_rows = batch_rows  # None: 10,000 Parquet rows, or the JSONL lines of each 4 MiB read
         self.id_column = id_column  # None: `id` when the input has it; "": row numbers
         self.fmt = "parquet" if uri.lower().endswith((".parquet", ".pq")) else "jsonl"
         self.malformed: set[int] = set()
         self.fields = FieldTypes()  # JSONL: the columns pass 2 writes
-        self.fast: list[bool] = []  # JSONL: per batch, did Polars parse it (pass 2 does the same)
+        self.fast: list[bool] = []  # JSONL: per batch, did Polars parse it
+        self.batches = _BatchSpill(os.path.join(spill, "batches.arrows")) if spill and self.fmt == "jsonl" else None
         self.schema: pa.Schema | None = None  # the input's columns (Parquet: its own schema)
 
     def _id(self, position: int, value) -> str:
@@ -253,6 +285,8 @@ class _Job:
         for block, lines in _line_batches(self.uri, self.batch_rows):
             table = fast_table(block, lines)
             self.fast.append(table is not None)
+            if self.batches is not None:
+                self.batches.add(table, block, lines)
             if table is not None:
                 if self.id_column is None:  # the first batch decides: `id` when its records have one
                     self.id_column = "id" if "id" in table.column_names else ""
@@ -344,12 +378,15 @@ class _Job:
                     yield self._numbered(pa.Table.from_batches([batch], schema=self.schema), position), None
                     position += batch.num_rows
             return
-        as_json = bool(self.fields.as_json)  # a field written as JSON text: only json.loads gives that text
-        for fast, (block, lines) in zip(self.fast, _line_batches(self.uri, self.batch_rows)):
-            if fast and not as_json:
-                parsed = parse(block)
+        if self.batches is not None and not self.fields.as_json:  # the batches pass 1 kept
+            batches = iter(self.batches)
+        else:  # read again; a field written as JSON text needs every line's own text
+            batches = ((None, block, lines) for block, lines in _line_batches(self.uri, self.batch_rows))
+        for fast, (parsed, block, lines) in zip(self.fast, batches):
+            if fast and not self.fields.as_json:
+                parsed = parse(block) if parsed is None else parsed
                 n = parsed.num_rows
-                columns = [conform(parsed.column(f.name).combine_chunks(), f.type) if f.name in parsed.column_names
+                columns = [conform(_one_chunk(parsed.column(f.name)), f.type) if f.name in parsed.column_names
                            else pa.nulls(n, f.type) for f in self.schema]
                 yield self._numbered(pa.Table.from_arrays(columns, schema=self.schema), position), None
             else:
@@ -362,6 +399,10 @@ class _Job:
         if self.id_column:
             return table
         return _with(table, {ROW_ID: pa.array([self._id(position + k, None) for k in range(table.num_rows)], pa.string())})
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 class _Grouped:
@@ -407,7 +448,8 @@ def run_dedup(
 ) -> JobStats:
     started = time.perf_counter()
     stats = JobStats()
-    with tempfile.TemporaryDirectory(prefix="distillery-dedup-") as spill:  # signatures: 512 MB a million rows
+    # Local scratch: signatures (512 MB a million rows) and, for JSONL, the parsed input (about its size)
+    with tempfile.TemporaryDirectory(prefix="distillery-dedup-") as spill:
         _run(Deduplicator(params, spill=spill), stats, input_uri, column, output_uri, id_column, score_column,
              index_uri, update_index, batch_rows)
     stats.seconds = time.perf_counter() - started
@@ -418,10 +460,12 @@ def _run(dedup: Deduplicator, stats: JobStats, input_uri: str, column: str, outp
          score_column: str | None, index_uri: str | None, update_index: bool, batch_rows: int | None) -> None:
     if index_uri:
         stats.index_rows_before = dedup_index.load_into(dedup, index_uri)
-    job = _Job(input_uri, column, id_column, score_column, batch_rows)
+    job = _Job(input_uri, column, id_column, score_column, batch_rows, spill=dedup.spill)
     job.scan(dedup, stats)
     result = dedup.finish()
     job.write(result, output_uri, stats)
+    if job.batches is not None:
+        job.batches.close()
     if update_index:
         rows = [i for i in result.rows() if result.reason[i] is None and (i - result.n_index) not in job.malformed]
         ids, keys, sigs = dedup.export(rows)
