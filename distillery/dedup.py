@@ -127,18 +127,20 @@ class DedupResult:
 
 class Deduplicator:
     def __init__(self, params: DedupParams, batch: int = 64, spill: str | None = None):
-        """`spill`: a folder for full chunks of signatures (32 MiB of 65,536 rows each at 128
-        permutations), read back a chunk at a time for the candidate pairs: memory then holds
-        ids, exact and band keys per row (~100 B) instead of ~600 B."""
+        """`spill`: a folder where signatures go, row after row, as they are added (512 B a row
+        at 128 permutations), and whence the rows of candidate pairs are read back: memory then
+        holds ids, exact and band keys per row (~150 B) instead of ~650 B."""
         self.params = params
         self.spill = spill
+        self._sig_path = os.path.join(spill, "signatures.u32") if spill else None
+        self._sig_file = open(self._sig_path, "wb") if spill else None
         self.perms = permutations(params.num_perm, params.seed)
         self.bands, self.band_rows = lsh_params(params.threshold, params.num_perm)  # datasketch's split
         self.ids: list[str] = []
         self._scores: list[np.ndarray] = []  # per added batch (contiguous rows): float64, NaN for none
         self._exact: list[np.ndarray] = []  # ... its exact keys, uint64 (n, 2)
         self._bands: list[np.ndarray] = []  # ... its band keys, uint64 (n, bands)
-        self._chunks: list[np.ndarray | str] = []  # signatures, _CHUNK rows each (str: spilled to that file)
+        self._chunks: list[np.ndarray] = []  # signatures, _CHUNK rows each (unless spilled)
         self._invalid: dict[int, str] = {}
         self.n_index = 0
         self.non_utf8_replaced = 0
@@ -167,6 +169,9 @@ class Deduplicator:
         for offset, why in enumerate(invalid or ()):
             if why is not None:
                 self._invalid[start + offset] = why
+        if self._sig_file is not None:
+            sigs.tofile(self._sig_file)
+            return
         written = 0
         while written < n:
             row = start + written
@@ -175,10 +180,6 @@ class Deduplicator:
             take = min(n - written, _CHUNK - row % _CHUNK)
             self._chunks[row // _CHUNK][row % _CHUNK : row % _CHUNK + take] = sigs[written : written + take]
             written += take
-            if self.spill and (row + take) % _CHUNK == 0:  # a full chunk goes to disk
-                path = os.path.join(self.spill, f"signatures-{row // _CHUNK:06d}.npy")
-                np.save(path, self._chunks[row // _CHUNK])
-                self._chunks[row // _CHUNK] = path
 
     def add_index(self, ids: Sequence[str], keys, sigs: np.ndarray) -> None:
         """Rows published by earlier builds: they win every cluster they join."""
@@ -204,14 +205,18 @@ class Deduplicator:
         """The stored signatures of many rows, gathered a chunk at a time."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.params.num_perm), dtype=np.uint32)
+        if self._sig_file is not None:
+            self._sig_file.flush()
+            shape = (len(self.ids), self.params.num_perm)
+            for s in range(0, len(rows), _CHUNK // 8):  # mapped a slice of rows at a time: bounded memory
+                stored = np.memmap(self._sig_path, dtype=np.uint32, mode="r", shape=shape)
+                out[s : s + _CHUNK // 8] = stored[rows[s : s + _CHUNK // 8]]
+                del stored
+            return out
         chunk = rows // _CHUNK
         for c in np.unique(chunk).tolist():
             here = chunk == c
-            stored = self._chunks[c]
-            if isinstance(stored, str):  # mapped only while its rows are gathered
-                stored = np.load(stored, mmap_mode="r")
-            out[here] = stored[rows[here] % _CHUNK]
-            del stored
+            out[here] = self._chunks[c][rows[here] % _CHUNK]
         return out
 
     def _similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:

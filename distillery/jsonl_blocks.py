@@ -79,20 +79,8 @@ def fast_table(block: bytes, lines: int) -> pa.Table | None:
     keys: set[str] = set()
     if not all(_string_keys(f.type, f.name, keys) for f in table.schema):
         return None
-    if keys and not _only_strings(block, keys):
-        return None  # a string field holds a non-string value somewhere: Polars would have coerced it
+    if keys:
+        names = b"|".join(re.escape(json.dumps(k, ensure_ascii=False).encode("utf-8")[1:-1]) for k in sorted(keys))
+        if re.search(rb'"(?:' + names + rb')"\s*:\s*[^"n\s]', block):
+            return None  # a string field holds a non-string value somewhere: Polars would have coerced it
     return table
-
-
-def _only_strings(block: bytes, keys: set[str]) -> bool:
-    """Is every value of these keys, anywhere in the block, a string or null? Counting is
-    enough where each quoted key is followed by `: "` or `: null` (json.dumps' spacing or
-    none); otherwise a scan for a key followed by another value decides."""
-    quoted = [json.dumps(k, ensure_ascii=False).encode("utf-8") for k in sorted(keys)]
-    if all(block.count(q) == sum(block.count(q + sep) for sep in _STRING_OR_NULL) for q in quoted):
-        return True
-    names = b"|".join(re.escape(q[1:-1]) for q in quoted)
-    return re.search(rb'"(?:' + names + rb')"\s*:\s*[^"n\s]', block) is None
-
-
-_STRING_OR_NULL = (b': "', b':"', b": null", b":null")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
@@ -165,11 +166,11 @@ def _find_duplicates(uri: str, options: dict, folder: str, signature_files: list
     from distillery.adapters.storage import open_dataset
 
     store = open_dataset(uri, **options)
-    index = None
-    if index_uri:
-        index = Deduplicator(params)
-        dedup_index.load_into(index, index_uri, **options)
-    drops, counts = find_duplicates((read_table(store, f) for f in signature_files), params, field, index)
+    with tempfile.TemporaryDirectory(prefix="distillery-find-duplicates-") as spill:  # signatures: 512 MB a million rows
+        dedup = Deduplicator(params, spill=spill)
+        if index_uri:
+            dedup_index.load_into(dedup, index_uri, **options)
+        drops, counts = find_duplicates((read_table(store, f) for f in signature_files), params, field, dedup)
     return _write_drops(store, folder, drops, {**counts, "worker_peak_rss_mib": peak_rss_mib()})
 
 
