@@ -133,7 +133,7 @@ class Deduplicator:
         self.params = params
         self.spill = spill
         self._sig_path = os.path.join(spill, "signatures.u32") if spill else None
-        self._sig_file = open(self._sig_path, "wb") if spill else None
+        self._sig_file = open(self._sig_path, "w+b") if spill else None
         self.perms = permutations(params.num_perm, params.seed)
         self.bands, self.band_rows = lsh_params(params.threshold, params.num_perm)  # datasketch's split
         self.ids: list[str] = []
@@ -206,12 +206,26 @@ class Deduplicator:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.params.num_perm), dtype=np.uint32)
         if self._sig_file is not None:
+            # Read back a block of rows at a time, only blocks holding wanted rows. (A memory map
+            # would count every page the kernel maps around each touched one, ~all of them.)
             self._sig_file.flush()
-            shape = (len(self.ids), self.params.num_perm)
-            for s in range(0, len(rows), _CHUNK // 8):  # mapped a slice of rows at a time: bounded memory
-                stored = np.memmap(self._sig_path, dtype=np.uint32, mode="r", shape=shape)
-                out[s : s + _CHUNK // 8] = stored[rows[s : s + _CHUNK // 8]]
-                del stored
+            order = np.argsort(rows, kind="stable")
+            wanted = rows[order]
+            bounds = np.searchsorted(wanted, np.arange(0, len(self.ids) + _CHUNK, _CHUNK))
+            size = out.shape[1] * 4
+            view, fd = memoryview(out).cast("B"), self._sig_file.fileno()
+            for block in np.flatnonzero(np.diff(bounds)).tolist():
+                lo, hi = bounds[block], bounds[block + 1]
+                first = block * _CHUNK
+                count = min(_CHUNK, len(self.ids) - first)
+                if (hi - lo) * 16 < count:  # a few rows of the block: one read each
+                    for k, row in zip(order[lo:hi].tolist(), wanted[lo:hi].tolist()):
+                        os.preadv(fd, [view[k * size : (k + 1) * size]], row * size)
+                    continue
+                self._sig_file.seek(first * size)
+                data = np.fromfile(self._sig_file, dtype=np.uint32, count=count * out.shape[1]).reshape(count, -1)
+                out[order[lo:hi]] = data[wanted[lo:hi] - first]
+            self._sig_file.seek(0, os.SEEK_END)
             return out
         chunk = rows // _CHUNK
         for c in np.unique(chunk).tolist():
@@ -220,9 +234,16 @@ class Deduplicator:
         return out
 
     def _similarity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Estimated Jaccard of row pairs: the share of equal signature values."""
         out = np.empty(len(left), dtype=np.float64)
-        for s in range(0, len(left), 65536):
-            out[s : s + 65536] = (self.signatures_of(left[s : s + 65536]) == self.signatures_of(right[s : s + 65536])).mean(axis=1)
+        step = 1 << 18
+        for s in range(0, len(left), step):
+            m = len(left[s : s + step])
+            rows, where = np.unique(np.r_[left[s : s + step], right[s : s + step]], return_inverse=True)
+            sigs = self.signatures_of(rows)  # each row once
+            for t in range(0, m, 1 << 14):
+                u = min(m, t + (1 << 14))
+                out[s + t : s + u] = (sigs[where[t:u]] == sigs[where[m + t : m + u]]).mean(axis=1)
         return out
 
     def _valid(self) -> np.ndarray:
@@ -270,7 +291,7 @@ class Deduplicator:
     def finish(self) -> DedupResult:
         n = len(self.ids)
         roots = self._exact_root = self.exact_roots()
-        pairs, _ = self.near_pairs(roots)
+        pairs, sims = self.near_pairs(roots)
         dup = np.flatnonzero(roots != np.arange(n))
         edges = np.concatenate([pairs, np.stack([dup, roots[dup]], axis=1)]).astype(np.int64)
         rep = np.arange(n)
@@ -294,7 +315,14 @@ class Deduplicator:
         same_text = roots[moved] == roots[rep[moved]]
         reason[moved] = np.where(same_text, "exact_duplicate", "near_duplicate")
         near = moved[~same_text]
-        similarity[near] = self._similarity(roots[near], roots[rep[near]]) if len(near) else 0.0
+        if len(near):  # most copies pair with their representative directly: that pair's estimate
+            a, b = roots[near], roots[rep[near]]
+            code, known = np.minimum(a, b) * n + np.maximum(a, b), pairs[:, 0] * n + pairs[:, 1]
+            at = np.minimum(np.searchsorted(known, code), max(len(known) - 1, 0))
+            direct = (known[at] == code) if len(known) else np.zeros(len(near), dtype=np.bool_)
+            similarity[near[direct]] = sims[at[direct]]
+            if not direct.all():
+                similarity[near[~direct]] = self._similarity(a[~direct], b[~direct])
         for i, why in self._invalid.items():
             reason[i] = why
         return DedupResult(self.ids, rep, reason.tolist(), similarity, self.n_index, self.non_utf8_replaced)
