@@ -13,7 +13,6 @@ highest judge score, else the smallest id. Every step after `add` works on array
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -52,11 +51,6 @@ class DedupParams:
         if fields:
             diff = ", ".join(f"{k}={theirs[k]!r} there vs {mine[k]!r} here" for k in fields)
             raise DedupError(f"dedup index {where} was built with different settings ({diff}); use matching settings or a new index")
-
-
-def _band_key(data: bytes) -> bytes:
-    """One band slice's bucket key, row by row (the Ray dedup's shuffle); `distillery.lsh` keys whole batches."""
-    return hashlib.blake2b(data, digest_size=8).digest()
 
 
 def text_column(texts) -> tuple[pa.LargeStringArray, int]:

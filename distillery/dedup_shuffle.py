@@ -9,7 +9,8 @@ invalid rows reach the driver.
     verdict: gather (per shard)     -> verify, drops_from_edges (driver)
 
 The result equals `find_duplicates` without a cross-run index, row for row: the
-buckets are the ones `Deduplicator` builds (same band ranges, same band keys), the
+buckets are the ones `Deduplicator` builds (same band ranges, the same band keys from
+`distillery.lsh.band_keys`, computed for a whole shard at once), the
 pairs come out of each bucket by the same rule, and clusters, representatives and
 verdicts are computed as `Deduplicator.finish` does. A row's position is its index
 in the whole build (earlier shards' lengths plus its offset).
@@ -20,15 +21,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasketch import MinHashLSH
 
-from distillery.dedup import DedupParams, DedupResult, _band_key, dedup_verdict, find_root, join
+from distillery.dedup import DedupParams, DedupResult, dedup_verdict, find_root, join
 from distillery.lsh import PAIR_ALL_UP_TO as _PAIR_ALL_UP_TO
+from distillery.lsh import band_keys, lsh_params
 from distillery.stages.dedup import signature_matrix
 
 EXACT_SCHEMA = pa.schema([pa.field("exact_key", pa.binary(16)), pa.field("position", pa.int64())])
@@ -37,15 +37,10 @@ INVALID_SCHEMA = pa.schema([pa.field("position", pa.int64()), pa.field("id", pa.
 _NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
 
 
-@lru_cache(maxsize=None)
-def _hashranges(threshold: float, num_perm: int) -> tuple[tuple[int, int], ...]:
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, hashfunc=_band_key)  # as Deduplicator builds it
-    return tuple((int(lo), int(hi)) for lo, hi in lsh.hashranges)
-
-
 def bands(params: DedupParams) -> list[tuple[int, int]]:
-    """The signature ranges the local LSH hashes into one bucket key each."""
-    return list(_hashranges(params.threshold, params.num_perm))
+    """The signature ranges the local LSH hashes into one bucket key each (datasketch's split)."""
+    count, rows = lsh_params(params.threshold, params.num_perm)
+    return [(i * rows, (i + 1) * rows) for i in range(count)]
 
 
 def _fixed_bytes(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
@@ -117,14 +112,13 @@ def map_bands(table: pa.Table, start: int, partitions: int, params: DedupParams,
     local LSH holds: valid rows that are not exact duplicates of an earlier one."""
     positions = start + np.arange(len(table), dtype=np.int64)
     fresh = _valid(table) & ~np.isin(positions, not_fresh)
-    # datasketch hashes a LeanMinHash's uint64 hash values, byteswapped, band by band.
-    swapped = signature_matrix(table, params.num_perm)[fresh].astype(np.uint64).byteswap()
-    ranges = bands(params)
-    keys = [_band_key(row[lo:hi].tobytes()) for lo, hi in ranges for row in swapped]
-    n = len(swapped)
-    out = pa.table({"band": pa.array(np.repeat(np.arange(len(ranges), dtype=np.int32), n)),
-                    "key": pa.array(keys, pa.binary(8)),
-                    "position": pa.array(np.tile(positions[fresh], len(ranges)))}, schema=BAND_SCHEMA)
+    count, rows = lsh_params(params.threshold, params.num_perm)
+    keys = band_keys(signature_matrix(table, params.num_perm)[fresh], count, rows)  # the local dedup's own keys
+    n = len(keys)
+    flat = np.ascontiguousarray(keys.T).reshape(-1)  # band by band
+    out = pa.table({"band": pa.array(np.repeat(np.arange(count, dtype=np.int32), n)),
+                    "key": pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(flat), [None, pa.py_buffer(flat.tobytes())]),
+                    "position": pa.array(np.tile(positions[fresh], count))}, schema=BAND_SCHEMA)
     return _split(out, _word(_fixed_bytes(out.column("key"), 8)), partitions)
 
 
