@@ -237,7 +237,8 @@ class _Job:
         ids_col = _column(table, self.id_column) if self.id_column else None
         if ids_col is None:
             ids = [self._id(position + k, None) for k in range(n)]
-        elif isinstance(ids_col, pa.Array) and pa.types.is_string(ids_col.type) and not ids_col.null_count:
+        elif isinstance(ids_col, pa.Array) and (pa.types.is_string(ids_col.type) or pa.types.is_large_string(ids_col.type)) \
+                and not ids_col.null_count:
             ids = ids_col.to_pylist()
         else:
             values = ids_col.to_pylist() if isinstance(ids_col, pa.Array) else ids_col
