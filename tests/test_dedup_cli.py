@@ -170,3 +170,18 @@ def test_jsonl_field_types_widen_across_batches_or_fall_back_to_json_text():
     assert rows[2] == {"n": 2.5, "meta": {"a": None, "b": "x"}, "tags": ["t"], "empty": "{}", "big": str(2**70), "late": None}
     assert rows[3]["late"] == [1, 2] and rows[3]["n"] is None and rows[3]["meta"] is None
     assert rows[1] == rows[4] == dict.fromkeys(schema.names)  # a line that did not parse: all null
+
+
+def test_update_index_writes_parts_of_bounded_size(tmp_path, monkeypatch):
+    from distillery.commands import dedup_job
+    from distillery.dedup import DedupParams
+
+    monkeypatch.setattr(dedup_job, "_INDEX_PART_ROWS", 50)
+    src = tmp_path / "seeds.jsonl"
+    src.write_text("".join(json.dumps(s) + "\n" for s in read_seeds()))
+    index, params = tmp_path / "index", DedupParams(ngram=3)
+    first = dedup_job.run_dedup(str(src), "instruction", str(tmp_path / "one"), params, index_uri=str(index), update_index=True)
+    meta = json.loads((index / "index.json").read_text())
+    assert [p["rows"] for p in meta["parts"]] == [50, 50, 50, first.kept - 150] and meta["rows"] == first.kept == first.index_rows_after
+    again = dedup_job.run_dedup(str(src), "instruction", str(tmp_path / "two"), params, index_uri=str(index))
+    assert again.index_rows_before == first.kept and again.rejected["seen_in_index"] == first.kept and again.kept == 0

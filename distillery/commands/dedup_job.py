@@ -78,6 +78,7 @@ class JobStats:
         return "\n".join(lines)
 
 
+_INDEX_PART_ROWS = 1 << 18  # rows per index part written by --update-index (128 MiB of signatures)
 _CHUNK_BYTES = 4 << 20  # measured: 4 MiB beats 1, 2, 8 and 16 on speed, and holds less
 
 
@@ -466,5 +467,7 @@ def _run(dedup: Deduplicator, stats: JobStats, input_uri: str, column: str, outp
         job.batches.close()
     if update_index:
         rows = [i for i in result.rows() if result.reason[i] is None and (i - result.n_index) not in job.malformed]
-        ids, keys, sigs = dedup.export(rows)
-        stats.index_rows_after = dedup_index.append(index_uri, dedup.params, ids, keys, sigs)["rows"]
+        stats.index_rows_after = stats.index_rows_before
+        for start in range(0, len(rows), _INDEX_PART_ROWS) or [0]:  # parts of bounded size: bounded memory
+            ids, keys, sigs = dedup.export(rows[start : start + _INDEX_PART_ROWS])
+            stats.index_rows_after = dedup_index.append(index_uri, dedup.params, ids, keys, sigs)["rows"]
