@@ -125,6 +125,13 @@ def _split(block: bytes, rows: int | None) -> list[tuple[bytes, int]]:
     return out
 
 
+def jsonl_records(uri: str, rows: int, stats: JobStats | None = None) -> Iterator[list[tuple[str, dict | None]]]:
+    """(line, parsed record or None if malformed) in batches of `rows` non-blank lines, parsed
+    line by line (the guard command's reader)."""
+    for block, _ in _line_batches(uri, rows):
+        yield _parse_lines(block, stats)
+
+
 def _parse_lines(block: bytes, stats: JobStats | None) -> list[tuple[str, dict | None]]:
     """(line, parsed record or None if malformed), one `json.loads` a line."""
     out = []

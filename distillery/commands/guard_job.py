@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillery.adapters.storage import open_dataset, open_input
-from distillery.commands.dedup_job import _jsonl_batches, _with
+from distillery.commands.dedup_job import _with, jsonl_records
 from distillery.guards.identity import IdentityGuard, assistant_texts
 from distillery.json_columns import FieldTypes
 from distillery.sources import MISSING, SourceError, get_path
@@ -80,7 +80,7 @@ def _batches(uri: str, column: str, batch_rows: int):
         return
     fields = FieldTypes()
     seen = False
-    for batch in _jsonl_batches(uri, batch_rows, None):  # pass 1: the columns' types
+    for batch in jsonl_records(uri, batch_rows):  # pass 1: the columns' types
         records = [rec for _, rec in batch if rec is not None]
         fields.observe(records)
         seen = seen or any(get_path(r, column) is not MISSING for r in records)
@@ -88,7 +88,7 @@ def _batches(uri: str, column: str, batch_rows: int):
         raise SourceError(f"{uri}: column {column!r} not found in any row; check --column")
     schema = fields.finish()
     _check_names(uri, schema.names)
-    for batch in _jsonl_batches(uri, batch_rows, None):
+    for batch in jsonl_records(uri, batch_rows):
         table = fields.table([rec for _, rec in batch])
         values = [MISSING if rec is None else get_path(rec, column) for _, rec in batch]
         yield table, values, [line if rec is None else None for line, rec in batch]
