@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ from distillery.adapters.storage import open_dataset, open_input
 from distillery.dedup import DedupParams, Deduplicator, DedupResult
 from distillery.json_columns import FieldTypes, conform
 from distillery.jsonl_blocks import fast_table, parse
+from distillery.commands.jsonl_input import line_batches, parse_lines
 from distillery.sources import MISSING, SourceError, get_path
 
 PREFIX = "dedup_"
@@ -79,79 +79,6 @@ class JobStats:
 
 
 _INDEX_PART_ROWS = 1 << 18  # rows per index part written by --update-index (128 MiB of signatures)
-_CHUNK_BYTES = 4 << 20  # measured: 4 MiB beats 1, 2, 8 and 16 on speed, and holds less
-
-
-def _line_batches(uri: str, rows: int | None) -> Iterator[tuple[bytes, int]]:
-    """The input's non-blank lines in batches of `rows` (the last may be shorter), or (None) the
-    lines of each 4 MiB read: (the lines, each ending in a newline, as one bytes block; how many)."""
-    rest = b""
-    with open_input(uri, "input file") as fh:
-        while True:
-            data = fh.read(_CHUNK_BYTES)
-            if not data:
-                break
-            data = rest + data
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut:
-                batches = _split(data[:cut], rows)
-                if rows and batches and batches[-1][1] < rows:  # a partial batch waits for the next chunk
-                    rest = batches.pop()[0] + rest
-                yield from batches
-    if rest.strip():
-        yield from _split(rest if rest.endswith(b"\n") else rest + b"\n", rows)
-
-
-_SPACES = b" \t\r\x0b\x0c\n"
-_MAYBE_BLANK = re.compile(rb"\n[ \t\r\x0b\x0c\n]")  # a line (after the first) that starts with whitespace
-
-
-def _split(block: bytes, rows: int | None) -> list[tuple[bytes, int]]:
-    """A block of whole lines in batches of `rows` lines (None: one batch), blank lines left out."""
-    if block[:1] in _SPACES or _MAYBE_BLANK.search(block):  # blank lines are not rows
-        block = b"".join(line + b"\n" for line in block.split(b"\n") if line.strip())
-    if not rows:
-        count = block.count(b"\n")
-        return [(block, count)] if count else []
-    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + 1
-    out, start = [], 0
-    for k in range(rows, len(ends) + rows, rows):
-        last = min(k, len(ends))
-        stop = int(ends[last - 1]) if last else 0
-        if stop > start:
-            out.append((block[start:stop], last - (k - rows)))
-        start = stop
-    return out
-
-
-def jsonl_records(uri: str, rows: int, stats: JobStats | None = None) -> Iterator[list[tuple[str, dict | None]]]:
-    """(line, parsed record or None if malformed) in batches of `rows` non-blank lines, parsed
-    line by line (the guard command's reader)."""
-    for block, _ in _line_batches(uri, rows):
-        yield _parse_lines(block, stats)
-
-
-def _parse_lines(block: bytes, stats: JobStats | None) -> list[tuple[str, dict | None]]:
-    """(line, parsed record or None if malformed), one `json.loads` a line."""
-    out = []
-    for raw in block.split(b"\n")[:-1]:
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            line = raw.decode("utf-8", "replace")
-            if stats is not None:
-                stats.non_utf8_rows += 1
-        line = line.rstrip("\r\n")
-        try:
-            rec = json.loads(line)
-            rec = rec if isinstance(rec, dict) else None
-        except json.JSONDecodeError:
-            rec = None
-        out.append((line, rec))
-    return out
-
-
 def _column(table: pa.Table, path: str) -> pa.Array | list | None:
     """A column of a parsed batch by (dotted) path: an Arrow array, or for a path into nested
     values the values as Python objects (MISSING where absent); None if no row has it."""
@@ -288,7 +215,7 @@ class _Job:
     def _jsonl_columns(self, stats: JobStats):
         position = 0
         seen_column = False
-        for block, lines in _line_batches(self.uri, self.batch_rows):
+        for block, lines in line_batches(self.uri, self.batch_rows):
             table = fast_table(block, lines)
             self.fast.append(table is not None)
             if self.batches is not None:
@@ -302,7 +229,7 @@ class _Job:
                 yield ids, texts, scores
                 position += lines
                 continue
-            batch = _parse_lines(block, stats)
+            batch = parse_lines(block, stats)
             records = [rec for _, rec in batch if rec is not None]
             if self.id_column is None:
                 self.id_column = "id" if any("id" in rec for rec in records) else ""
@@ -387,7 +314,7 @@ class _Job:
         if self.batches is not None and not self.fields.as_json:  # the batches pass 1 kept
             batches = iter(self.batches)
         else:  # read again; a field written as JSON text needs every line's own text
-            batches = ((None, block, lines) for block, lines in _line_batches(self.uri, self.batch_rows))
+            batches = ((None, block, lines) for block, lines in line_batches(self.uri, self.batch_rows))
         for fast, (parsed, block, lines) in zip(self.fast, batches):
             if fast and not self.fields.as_json:
                 parsed = parse(block) if parsed is None else parsed
@@ -396,7 +323,7 @@ class _Job:
                            else pa.nulls(n, f.type) for f in self.schema]
                 yield self._numbered(pa.Table.from_arrays(columns, schema=self.schema), position), None
             else:
-                batch = _parse_lines(block, None)
+                batch = parse_lines(block, None)
                 table = self.fields.table([rec for _, rec in batch])
                 yield self._numbered(table, position), [line if rec is None else None for line, rec in batch]
             position += lines

@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillery.adapters.storage import open_dataset, open_input
-from distillery.commands.dedup_job import _with, jsonl_records
+from distillery.commands.dedup_job import _with
+from distillery.commands.jsonl_input import jsonl_records
 from distillery.guards.identity import IdentityGuard, assistant_texts
 from distillery.json_columns import FieldTypes
 from distillery.sources import MISSING, SourceError, get_path
